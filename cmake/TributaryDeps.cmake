@@ -1,0 +1,19 @@
+# Every external dependency is found here, the way its Debian 12 package supports.
+find_package(Threads REQUIRED)
+find_package(Protobuf REQUIRED)
+find_package(gRPC CONFIG REQUIRED)
+find_package(nlohmann_json 3.10 REQUIRED)
+find_package(OpenSSL 3 REQUIRED)
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(LIBPQ REQUIRED IMPORTED_TARGET libpq)
+find_program(GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
+if(TRIBUTARY_BUILD_TESTS)
+  find_package(GTest REQUIRED)
+endif()
+# hiredis 0.14: Debian's HiredisConfig.cmake defines no imported target (only variables, and its
+# version file breaks on a version-less find_package), so use hiredis.pc. Both names work:
+# PkgConfig::HIREDIS and hiredis::hiredis. Include as <hiredis/hiredis.h>.
+pkg_check_modules(HIREDIS REQUIRED IMPORTED_TARGET GLOBAL hiredis)
+if(NOT TARGET hiredis::hiredis)
+  add_library(hiredis::hiredis ALIAS PkgConfig::HIREDIS)
+endif()

@@ -1,0 +1,121 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <stop_token>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "connector.pb.h"
+#include "tributary/common/log.h"
+#include "tributary/plugin_host/handshake.h"
+
+/// The host side of HashiCorp go-plugin in gRPC mode: launches a connector process, speaks the
+/// handshake, broker, stdio and controller protocols, and runs `proto.Connector/Sync` while
+/// serving `proto.CallbackHandler` to the connector through the broker.
+namespace tributary::plugin_host {
+
+/// How to start a connector: c1's rule, `/bin/sh -c <command>` in the connector's directory.
+struct LaunchSpec {
+  std::string command;
+  std::filesystem::path working_dir;
+  /// The connector's own environment; wins over inherited variables, loses to go-plugin's.
+  std::map<std::string, std::string> env;
+  /// Names of host variables passed through (a trailing `*` matches a prefix). The rest of the
+  /// host's environment (credentials, tokens) never reaches the connector.
+  std::vector<std::string> inherited_env = defaultInheritedEnv();
+
+  static std::vector<std::string> defaultInheritedEnv();
+};
+
+struct Options {
+  HandshakeConfig handshake;
+  /// From process start to the handshake line (go-plugin's default is one minute).
+  std::chrono::milliseconds start_timeout{std::chrono::seconds(60)};
+  /// How long the process gets to exit after the Shutdown call before SIGKILL.
+  std::chrono::milliseconds shutdown_grace{std::chrono::seconds(2)};
+  /// Encrypt and authenticate both directions with throwaway P-521 certificates (go-plugin's
+  /// AutoMTLS).
+  bool auto_mtls = false;
+  /// Largest accepted Upsert page (encoded bytes). A larger page fails that Upsert with
+  /// RESOURCE_EXHAUSTED and fails the Sync even if the connector reports success.
+  std::size_t max_page_bytes = 64U << 20U;
+  /// Call grpc.health.v1 Check("plugin") after connecting; Unimplemented is tolerated.
+  bool health_check = true;
+  /// Plugin stderr lines logged per second before the rest are counted and suppressed.
+  int max_log_lines_per_second = 200;
+  log::Logger logger{"plugin-host"};
+};
+
+/// Receives the pages of one Sync. Called on gRPC threads, one call at a time per Sync: the
+/// connector's Upsert is acknowledged only after onPage returns OK, so a sink that commits the
+/// page before returning gets end-to-end back-pressure and "acknowledged means stored".
+class PageSink {
+ public:
+  virtual ~PageSink() = default;
+  /// A non-OK status fails the connector's Upsert with the same code and message and marks the
+  /// Sync failed.
+  virtual absl::Status onPage(const proto::SyncResponse& page) = 0;
+  /// The connector's Clean callback.
+  virtual absl::Status onClean() = 0;
+};
+
+struct SyncResult {
+  std::string metadata;  ///< EndSync.metadata as the connector returned it.
+  std::uint64_t pages = 0;
+  std::uint64_t objects = 0;
+  std::uint64_t bytes = 0;  ///< Encoded page bytes received.
+  std::uint64_t cleans = 0;
+};
+
+/// How the connector process ended.
+struct ExitInfo {
+  bool exited = false;     ///< Reaped.
+  int exit_code = -1;      ///< When it exited normally.
+  int signal = 0;          ///< When it was killed by a signal.
+  bool forced = false;     ///< We had to SIGKILL it.
+  std::string describe() const;
+};
+
+/// One running connector process. Not copyable. `sync()` may be called repeatedly but not
+/// concurrently; `kill()` may be called from any thread, also while a Sync runs (it cancels it).
+///
+/// Linux note: the child gets PR_SET_PDEATHSIG(SIGKILL), which fires when the *thread* that
+/// called start() exits, so call start() from a thread that outlives the connector.
+class PluginClient {
+ public:
+  /// Launches the connector, reads and validates its handshake, connects, opens the broker and
+  /// stdio streams and (optionally) health-checks it. On error nothing is left running.
+  static absl::StatusOr<std::unique_ptr<PluginClient>> start(const LaunchSpec& spec,
+                                                             Options options);
+
+  virtual ~PluginClient() = default;
+  PluginClient(const PluginClient&) = delete;
+  PluginClient& operator=(const PluginClient&) = delete;
+
+  /// Runs `Sync(options)`, delivering pages to `sink`. Fails on timeout, on `stop` being
+  /// requested, on a connector error, on a crash, or when any page was rejected.
+  virtual absl::StatusOr<SyncResult> sync(const std::string& options, PageSink& sink,
+                                          std::chrono::milliseconds timeout,
+                                          std::stop_token stop = {}) = 0;
+
+  /// grpc.health.v1 Check("plugin").
+  virtual absl::Status ping() = 0;
+
+  /// Shutdown → wait ≤ shutdown_grace → SIGKILL the process group → reap → remove sockets.
+  /// Idempotent; returns how the process ended.
+  virtual ExitInfo kill() = 0;
+
+  [[nodiscard]] virtual int pid() const = 0;
+  [[nodiscard]] virtual const HandshakeInfo& handshake() const = 0;
+
+ protected:
+  PluginClient() = default;
+};
+
+}  // namespace tributary::plugin_host

@@ -1,0 +1,50 @@
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "connector.grpc.pb.h"
+#include "tributary/common/log.h"
+#include "tributary/plugin_host/plugin_host.h"
+
+namespace tributary::plugin_host {
+
+/// `proto.CallbackHandler` served to the connector for one Sync on its own unix socket.
+/// Pages are handed to the PageSink one at a time; after close() every call is refused.
+class CallbackServer {
+ public:
+  struct Stats {
+    SyncResult counts;
+    std::uint64_t rejected_pages = 0;  ///< Refused before reaching the sink (size, late).
+    absl::Status first_error;          ///< First page error (sink or size), OK if none.
+  };
+
+  static absl::StatusOr<std::unique_ptr<CallbackServer>> start(
+      const std::filesystem::path& socket_path,
+      const std::shared_ptr<grpc::ServerCredentials>& credentials, std::size_t max_page_bytes,
+      PageSink& sink, log::Logger logger);
+  ~CallbackServer();
+  CallbackServer(const CallbackServer&) = delete;
+  CallbackServer& operator=(const CallbackServer&) = delete;
+
+  /// Refuses further calls, stops the server and removes the socket. Idempotent.
+  void close();
+  [[nodiscard]] Stats stats() const;
+
+ private:
+  class Service;
+  CallbackServer(std::filesystem::path socket_path, std::unique_ptr<Service> service);
+
+  std::filesystem::path socket_path_;
+  std::unique_ptr<Service> service_;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+}  // namespace tributary::plugin_host

@@ -1,0 +1,247 @@
+#include "tributary/common/strings.h"
+#include "process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+
+namespace tributary::plugin_host {
+namespace {
+
+// Written by the child to the error pipe when exec fails: which step, then errno.
+struct ChildError {
+  int step;  // 1 = chdir, 2 = exec, 3 = setup
+  int err;
+};
+
+void closeFd(int& fd) {
+  if (fd >= 0) {
+    ::close(fd);
+    fd = -1;
+  }
+}
+
+ExitInfo decodeStatus(int status) {
+  ExitInfo info;
+  info.exited = true;
+  if (WIFEXITED(status)) {
+    info.exit_code = WEXITSTATUS(status);
+  } else if (WIFSIGNALED(status)) {
+    info.signal = WTERMSIG(status);
+  }
+  return info;
+}
+
+// Only async-signal-safe calls between fork and exec: the parent is multi-threaded.
+[[noreturn]] void runChild(pid_t parent, int devnull, int out_w, int err_w, int errpipe_w,
+                           const char* dir, char* const* argv, char* const* envp) {
+  auto fail = [errpipe_w](int step) {
+    const ChildError e{step, errno};
+    [[maybe_unused]] const ssize_t n = ::write(errpipe_w, &e, sizeof(e));
+    ::_exit(127);
+  };
+  ::setpgid(0, 0);
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) {
+    ::_exit(127);  // Parent already gone: do not run orphaned.
+  }
+  sigset_t all;
+  ::sigemptyset(&all);
+  ::sigprocmask(SIG_SETMASK, &all, nullptr);
+  for (int sig : {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGCHLD}) {
+    ::signal(sig, SIG_DFL);
+  }
+  if (::dup2(devnull, 0) < 0 || ::dup2(out_w, 1) < 0 || ::dup2(err_w, 2) < 0) {
+    fail(3);
+  }
+  if (::chdir(dir) != 0) {
+    fail(1);
+  }
+  // Every other descriptor (gRPC sockets, database connections) stays in the host.
+  const auto keep = static_cast<unsigned>(errpipe_w);
+  const bool closed = (keep <= 3U || ::syscall(SYS_close_range, 3U, keep - 1U, 0U) == 0) &&
+                      ::syscall(SYS_close_range, keep + 1U, ~0U, 0U) == 0;
+  if (!closed) {  // Kernels before 5.9.
+    for (int fd = 3; fd < 65536; ++fd) {
+      if (fd != errpipe_w) {
+        ::close(fd);
+      }
+    }
+  }
+  ::execve(argv[0], argv, envp);
+  fail(2);
+  ::_exit(127);
+}
+
+}  // namespace
+
+std::string ExitInfo::describe() const {
+  if (!exited) {
+    return "still running";
+  }
+  std::string out = signal != 0 ? strings::cat("killed by signal ", signal, " (", strsignal(signal), ")")
+                                : strings::cat("exited with status ", exit_code);
+  if (forced) {
+    absl::StrAppend(&out, " after SIGKILL");
+  }
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::spawn(
+    const std::vector<std::string>& argv, const std::vector<std::string>& env,
+    const std::filesystem::path& dir) {
+  std::vector<char*> argv_c;
+  argv_c.reserve(argv.size() + 1);
+  for (const auto& a : argv) {
+    argv_c.push_back(const_cast<char*>(a.c_str()));
+  }
+  argv_c.push_back(nullptr);
+  std::vector<char*> env_c;
+  env_c.reserve(env.size() + 1);
+  for (const auto& e : env) {
+    env_c.push_back(const_cast<char*>(e.c_str()));
+  }
+  env_c.push_back(nullptr);
+  const std::string dir_str = dir.string();
+
+  int out_pipe[2] = {-1, -1};
+  int err_pipe[2] = {-1, -1};
+  int exec_pipe[2] = {-1, -1};
+  int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (devnull < 0 || ::pipe2(out_pipe, O_CLOEXEC) != 0 || ::pipe2(err_pipe, O_CLOEXEC) != 0 ||
+      ::pipe2(exec_pipe, O_CLOEXEC) != 0) {
+    const int err = errno;
+    for (int* fd : {&devnull, &out_pipe[0], &out_pipe[1], &err_pipe[0], &err_pipe[1],
+                    &exec_pipe[0], &exec_pipe[1]}) {
+      closeFd(*fd);
+    }
+    return absl::ResourceExhaustedError(
+        strings::cat("cannot create pipes for the connector process: ", std::strerror(err)));
+  }
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    runChild(parent, devnull, out_pipe[1], err_pipe[1], exec_pipe[1], dir_str.c_str(),
+             argv_c.data(), env_c.data());
+  }
+  const int fork_errno = errno;
+  for (int* fd : {&devnull, &out_pipe[1], &err_pipe[1], &exec_pipe[1]}) {
+    closeFd(*fd);
+  }
+  if (pid < 0) {
+    for (int* fd : {&out_pipe[0], &err_pipe[0], &exec_pipe[0]}) {
+      closeFd(*fd);
+    }
+    return absl::ResourceExhaustedError(
+        strings::cat("cannot fork the connector process: ", std::strerror(fork_errno)));
+  }
+  // Also set the group from the parent side so a signal sent right away reaches it.
+  ::setpgid(pid, pid);
+  std::unique_ptr<ChildProcess> child(new ChildProcess(pid, out_pipe[0], err_pipe[0]));
+
+  ChildError child_error{};
+  ssize_t n = 0;
+  do {
+    n = ::read(exec_pipe[0], &child_error, sizeof(child_error));
+  } while (n < 0 && errno == EINTR);
+  closeFd(exec_pipe[0]);
+  if (n == static_cast<ssize_t>(sizeof(child_error))) {
+    child->waitFor(std::chrono::seconds(5));
+    const char* what = child_error.step == 1   ? "cannot enter the connector directory "
+                       : child_error.step == 2 ? "cannot execute "
+                                               : "cannot set up the connector process for ";
+    const std::string subject = child_error.step == 1 ? dir_str : argv.front();
+    return absl::FailedPreconditionError(
+        strings::cat(what, subject, ": ", std::strerror(child_error.err)));
+  }
+  return child;
+}
+
+ChildProcess::~ChildProcess() {
+  killAndReap();
+  closeFd(stdout_fd_);
+  closeFd(stderr_fd_);
+}
+
+int ChildProcess::releaseStdout() {
+  const int fd = stdout_fd_;
+  stdout_fd_ = -1;
+  return fd;
+}
+
+int ChildProcess::releaseStderr() {
+  const int fd = stderr_fd_;
+  stderr_fd_ = -1;
+  return fd;
+}
+
+std::optional<ExitInfo> ChildProcess::reapIfExited() {
+  const std::lock_guard lock(mu_);
+  if (exit_) {
+    return exit_;
+  }
+  int status = 0;
+  pid_t r = 0;
+  do {
+    r = ::waitpid(pid_, &status, WNOHANG);
+  } while (r < 0 && errno == EINTR);
+  if (r == pid_) {
+    exit_ = decodeStatus(status);
+  } else if (r < 0) {
+    exit_ = ExitInfo{.exited = true};  // ECHILD: reaped elsewhere; it is gone either way.
+  } else {
+    return std::nullopt;
+  }
+  // Whatever the connector left behind in its group goes with it.
+  ::kill(-pid_, SIGKILL);
+  return exit_;
+}
+
+std::optional<ExitInfo> ChildProcess::waitFor(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto pause = std::chrono::milliseconds(1);
+  while (true) {
+    if (auto info = reapIfExited()) {
+      return info;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return std::nullopt;
+    }
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::milliseconds(20));
+  }
+}
+
+void ChildProcess::signalGroup(int sig) {
+  const std::lock_guard lock(mu_);
+  ::kill(-pid_, sig);
+  if (!exit_) {
+    ::kill(pid_, sig);  // Once reaped, the pid may belong to someone else.
+  }
+}
+
+ExitInfo ChildProcess::killAndReap() {
+  signalGroup(SIGKILL);
+  const std::lock_guard lock(mu_);
+  if (exit_) {
+    return *exit_;
+  }
+  int status = 0;
+  pid_t r = 0;
+  do {
+    r = ::waitpid(pid_, &status, 0);
+  } while (r < 0 && errno == EINTR);
+  exit_ = r == pid_ ? decodeStatus(status) : ExitInfo{.exited = true};
+  exit_->forced = true;
+  return *exit_;
+}
+
+}  // namespace tributary::plugin_host

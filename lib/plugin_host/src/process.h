@@ -1,0 +1,56 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "tributary/plugin_host/plugin_host.h"
+
+namespace tributary::plugin_host {
+
+/// A child process in its own process group with piped stdout/stderr and stdin on /dev/null.
+/// Thread-safe. The destructor SIGKILLs the group and reaps the child if that has not happened yet.
+class ChildProcess {
+ public:
+  /// fork+exec `argv` with exactly `env`, in `dir`. The child dies with the calling thread
+  /// (PR_SET_PDEATHSIG). exec and chdir failures are reported here, not as an exit code.
+  static absl::StatusOr<std::unique_ptr<ChildProcess>> spawn(const std::vector<std::string>& argv,
+                                                             const std::vector<std::string>& env,
+                                                             const std::filesystem::path& dir);
+  ~ChildProcess();
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  [[nodiscard]] pid_t pid() const { return pid_; }
+  /// Ownership of the pipe read ends passes to the caller.
+  int releaseStdout();
+  int releaseStderr();
+
+  /// Reaps the child if it has exited within `timeout` (0 = just check).
+  std::optional<ExitInfo> waitFor(std::chrono::milliseconds timeout);
+  /// Sends `sig` to the whole process group (and the child itself).
+  void signalGroup(int sig);
+  /// SIGKILL the group and reap the child (blocking; SIGKILL cannot be ignored).
+  ExitInfo killAndReap();
+
+ private:
+  ChildProcess(pid_t pid, int stdout_fd, int stderr_fd)
+      : pid_(pid), stdout_fd_(stdout_fd), stderr_fd_(stderr_fd) {}
+
+  std::optional<ExitInfo> reapIfExited();
+
+  pid_t pid_;
+  int stdout_fd_;
+  int stderr_fd_;
+  std::mutex mu_;
+  std::optional<ExitInfo> exit_;  // Guarded by mu_.
+};
+
+}  // namespace tributary::plugin_host

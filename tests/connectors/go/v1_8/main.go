@@ -1,0 +1,9 @@
+// Command connector-go-v1_8 is the Go test connector (tests/connectors/README.md) built with
+// github.com/hashicorp/go-plugin v1.8.0, pinned in go.mod.
+package main
+
+import "tributary.dev/tests/testconnector"
+
+func main() {
+	testconnector.Main("v1.8.0")
+}

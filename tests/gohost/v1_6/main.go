@@ -1,0 +1,9 @@
+// Command gohost-v1_6 is a stock go-plugin host for connectors built with
+// github.com/hashicorp/go-plugin v1.6.3 (pinned in go.mod); see package hostcmd for its flags.
+package main
+
+import "tributary.dev/tests/gohost/hostcmd"
+
+func main() {
+	hostcmd.Main()
+}

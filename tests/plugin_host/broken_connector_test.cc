@@ -1,0 +1,273 @@
+// Broken connectors: each gives a clear error, and no process, socket or file is left behind.
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "test_support.h"
+#include "tributary/plugin_host/plugin_host.h"
+#include "tributary/testing/probes.h"
+
+namespace tributary::plugin_host::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+class BrokenConnector : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    // Every path must reap the connector and remove the host's private directory.
+    EXPECT_TRUE(tributary::harness::childProcesses().empty())
+        << tributary::harness::describeChildProcesses();
+    EXPECT_TRUE(tmp_.leftovers().empty()) << tmp_.leftovers().front();
+  }
+
+  absl::StatusOr<std::unique_ptr<PluginClient>> start(const ConnectorProgram& program,
+                                                      const std::string& mode) {
+    return PluginClient::start(launchSpec(program, mode), options_);
+  }
+
+  ScopedTmpDir tmp_;
+  std::shared_ptr<CapturingLogSink> logs_ = std::make_shared<CapturingLogSink>();
+  Options options_ = testOptions(logs_);
+};
+
+std::string message(const absl::Status& status) { return std::string(status.message()); }
+
+TEST_F(BrokenConnector, ExitsBeforeHandshake) {
+  for (const auto& program : {goConnector("v1_8"), cppConnector(), pythonConnector()}) {
+    auto client = start(program, "exit_before_handshake");
+    ASSERT_FALSE(client.ok()) << program.name;
+    EXPECT_EQ(client.status().code(), absl::StatusCode::kUnavailable) << client.status();
+    EXPECT_THAT(message(client.status()), HasSubstr("exited with status 3 before the handshake"));
+    EXPECT_THAT(message(client.status()), HasSubstr("exiting before handshake"));
+  }
+}
+
+TEST_F(BrokenConnector, PrintsTextBeforeHandshake) {
+  auto client = start(goConnector("v1_6"), "text_before_handshake");
+  ASSERT_FALSE(client.ok());
+  EXPECT_EQ(client.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(message(client.status()),
+              HasSubstr("unrecognized handshake line from connector: \"hello from the connector\""));
+}
+
+TEST_F(BrokenConnector, WrongCookie) {
+  options_.handshake.cookie_key = "OTHER_PLUGIN";
+  options_.handshake.cookie_value = "bye";
+  for (const auto& program : {goConnector("v1_6"), cppConnector(), pythonConnector()}) {
+    auto client = start(program, "");
+    ASSERT_FALSE(client.ok()) << program.name;
+    // Go's plugin.Serve prints this to stderr and exits 1; our SDKs do the same.
+    EXPECT_THAT(message(client.status()), HasSubstr("exited with status 1"));
+    EXPECT_THAT(message(client.status()), HasSubstr("This binary is a plugin"));
+  }
+}
+
+TEST_F(BrokenConnector, NeverPrintsHandshake) {
+  options_.start_timeout = std::chrono::milliseconds(800);
+  const auto started = std::chrono::steady_clock::now();
+  auto client = start(goConnector("v1_8"), "never_handshake");
+  ASSERT_FALSE(client.ok());
+  EXPECT_EQ(client.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(message(client.status()), HasSubstr("printed no handshake within 800 ms"));
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(5));
+}
+
+TEST_F(BrokenConnector, CommandNotFound) {
+  LaunchSpec spec;
+  spec.command = "/nonexistent/connector --serve";
+  auto client = PluginClient::start(spec, options_);
+  ASSERT_FALSE(client.ok());
+  EXPECT_THAT(message(client.status()), HasSubstr("exited with status 127 before the handshake"));
+  EXPECT_THAT(message(client.status()), HasSubstr("/nonexistent/connector"));
+}
+
+TEST_F(BrokenConnector, MissingWorkingDirectory) {
+  LaunchSpec spec = launchSpec(cppConnector());
+  spec.working_dir = "/nonexistent/dir";
+  auto client = PluginClient::start(spec, options_);
+  ASSERT_FALSE(client.ok());
+  EXPECT_EQ(client.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(message(client.status()),
+              HasSubstr("cannot enter the connector directory /nonexistent/dir"));
+}
+
+TEST_F(BrokenConnector, CrashesMidSync) {
+  for (const auto& program : {goConnector("v1_6"), cppConnector(), pythonConnector()}) {
+    auto client = start(program, "crash_mid_sync");
+    ASSERT_TRUE(client.ok()) << client.status();
+    RecordingSink sink;
+    auto result = (*client)->sync(R"({"pages":5,"page_size":10})", sink, std::chrono::seconds(30));
+    ASSERT_FALSE(result.ok()) << program.name;
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable) << result.status();
+    EXPECT_THAT(message(result.status()), HasSubstr("exited with status 2 during Sync after 1 pages"));
+    EXPECT_EQ(sink.pages(), 1);
+    const ExitInfo exit = (*client)->kill();
+    EXPECT_EQ(exit.exit_code, 2);
+  }
+}
+
+TEST_F(BrokenConnector, HangsInSync) {
+  for (const auto& program : {goConnector("v1_8"), cppConnector(), pythonConnector()}) {
+    auto client = start(program, "hang_in_sync");
+    ASSERT_TRUE(client.ok()) << client.status();
+    RecordingSink sink;
+    auto result = (*client)->sync("{}", sink, std::chrono::milliseconds(1500));
+    ASSERT_FALSE(result.ok()) << program.name;
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kDeadlineExceeded);
+    EXPECT_THAT(message(result.status()), HasSubstr("did not finish within 1500 ms (1 pages received)"));
+    const auto killed_at = std::chrono::steady_clock::now();
+    (*client)->kill();
+    // Shutdown → ≤2 s grace → SIGKILL: never much longer than the grace.
+    EXPECT_LT(std::chrono::steady_clock::now() - killed_at, std::chrono::seconds(4));
+  }
+}
+
+TEST_F(BrokenConnector, ReturnsAnError) {
+  for (const auto& program : allTestConnectors()) {
+    auto client = start(program, "sync_error");
+    ASSERT_TRUE(client.ok()) << client.status();
+    RecordingSink sink;
+    auto result = (*client)->sync("{}", sink, std::chrono::seconds(30));
+    ASSERT_FALSE(result.ok()) << program.name;
+    EXPECT_THAT(message(result.status()), HasSubstr("connector Sync failed: "));
+    EXPECT_THAT(message(result.status()), HasSubstr("upstream said no"));
+    EXPECT_EQ(sink.pages(), 0);
+    EXPECT_EQ((*client)->kill().exit_code, 0) << program.name;
+  }
+}
+
+TEST_F(BrokenConnector, SendsAPageOverTheLimit) {
+  options_.max_page_bytes = 1U << 20U;
+  for (const auto& program : {goConnector("v1_6"), cppConnector(), pythonConnector()}) {
+    auto client = start(program, "oversized_page");
+    ASSERT_TRUE(client.ok()) << client.status();
+    RecordingSink sink;
+    // 1.5 MiB: over our limit, under gRPC's hard ceiling.
+    auto result = (*client)->sync(R"({"pages":2,"page_size":3,"oversize_bytes":1572864})", sink,
+                                  std::chrono::seconds(30));
+    ASSERT_FALSE(result.ok()) << program.name;
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kResourceExhausted) << result.status();
+    EXPECT_THAT(message(result.status()), HasSubstr("over the host's page limit of 1048576 bytes"));
+    EXPECT_EQ(sink.pages(), 0);
+  }
+}
+
+TEST_F(BrokenConnector, SendsAPageFarOverTheLimit) {
+  // Past twice the limit gRPC refuses the message before our service sees it; the connector gets
+  // gRPC's RESOURCE_EXHAUSTED and (as the contract's connectors do) fails its Sync.
+  options_.max_page_bytes = 1U << 20U;
+  auto client = start(goConnector("v1_6"), "oversized_page");
+  ASSERT_TRUE(client.ok()) << client.status();
+  RecordingSink sink;
+  auto result = (*client)->sync(R"({"pages":1,"page_size":3,"oversize_bytes":4194304})", sink,
+                                std::chrono::seconds(30));
+  ASSERT_FALSE(result.ok());
+  EXPECT_THAT(message(result.status()), HasSubstr("ResourceExhausted"));
+  EXPECT_THAT(message(result.status()), HasSubstr("larger than max"));
+  EXPECT_EQ(sink.pages(), 0);
+}
+
+TEST_F(BrokenConnector, SendsInvalidUtf8) {
+  auto client = start(cppConnector(), "invalid_utf8");
+  ASSERT_TRUE(client.ok()) << client.status();
+  RecordingSink sink;
+  auto result = (*client)->sync(R"({"pages":1,"page_size":2})", sink, std::chrono::seconds(30));
+  ASSERT_FALSE(result.ok());
+  EXPECT_THAT(message(result.status()), HasSubstr("connector Sync failed"));
+  EXPECT_EQ(sink.pages(), 0) << "a page with invalid UTF-8 must not reach the sink";
+}
+
+TEST_F(BrokenConnector, FloodsStdoutAndStderr) {
+  for (const auto& program : {goConnector("v1_8"), cppConnector(), pythonConnector()}) {
+    auto client = start(program, "flood_output");
+    ASSERT_TRUE(client.ok()) << client.status();
+    RecordingSink sink;
+    auto result = (*client)->sync(R"({"pages":3,"page_size":10})", sink, std::chrono::seconds(60));
+    ASSERT_TRUE(result.ok()) << program.name << ": " << result.status();
+    EXPECT_EQ(result->objects, 30U);
+    EXPECT_EQ((*client)->kill().exit_code, 0);
+  }
+  EXPECT_TRUE(logs_->contains("connector log lines suppressed by rate limit"));
+}
+
+TEST_F(BrokenConnector, EmitsMalformedHclog) {
+  auto client = start(goConnector("v1_6"), "bad_hclog");
+  ASSERT_TRUE(client.ok()) << client.status();
+  RecordingSink sink;
+  auto result = (*client)->sync(R"({"pages":2,"page_size":2})", sink, std::chrono::seconds(30));
+  ASSERT_TRUE(result.ok()) << result.status();
+  (*client)->kill();
+  EXPECT_TRUE(logs_->contains("123"));             // non-string @message, logged as JSON text
+  EXPECT_TRUE(logs_->contains("{not json"));       // kept as a plain line
+  EXPECT_TRUE(logs_->contains("valid hclog line"));
+  bool warn_with_field = false;
+  for (const auto& record : logs_->records()) {
+    if (record.message == "valid hclog line") {
+      warn_with_field = record.level == log::Level::Warn && record.fields.value("k", "") == "v";
+    }
+  }
+  EXPECT_TRUE(warn_with_field);
+}
+
+TEST_F(BrokenConnector, CallsUpsertAfterSyncReturned) {
+  for (const auto& program : {goConnector("v1_8"), cppConnector(), pythonConnector()}) {
+    auto client = start(program, "upsert_after_return");
+    ASSERT_TRUE(client.ok()) << client.status();
+    RecordingSink sink;
+    auto result = (*client)->sync(R"({"pages":2,"page_size":2})", sink, std::chrono::seconds(30));
+    ASSERT_TRUE(result.ok()) << result.status();
+    std::this_thread::sleep_for(std::chrono::milliseconds(800));
+    EXPECT_EQ(sink.pages(), 2) << program.name << ": a page arrived after Sync returned";
+    EXPECT_EQ((*client)->kill().exit_code, 0);
+  }
+}
+
+TEST_F(BrokenConnector, NeverDialsTheCallback) {
+  for (const auto& program : {goConnector("v1_4"), cppConnector(), pythonConnector()}) {
+    auto client = start(program, "never_dial");
+    ASSERT_TRUE(client.ok()) << client.status();
+    RecordingSink sink;
+    auto result = (*client)->sync("{}", sink, std::chrono::seconds(30));
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_EQ(result->pages, 0U);
+    EXPECT_EQ((*client)->kill().exit_code, 0);
+  }
+}
+
+TEST_F(BrokenConnector, ConnectorWithoutTlsWhenAutoMtlsIsOn) {
+  // A shell "connector" that prints a plain handshake: AutoMTLS hosts must refuse it.
+  options_.auto_mtls = true;
+  options_.health_check = false;
+  LaunchSpec spec;
+  spec.command = "echo '1|1|unix|/nonexistent.sock|grpc|'; sleep 30";
+  auto client = PluginClient::start(spec, options_);
+  ASSERT_FALSE(client.ok());
+  EXPECT_THAT(message(client.status()), HasSubstr("carries no certificate"));
+}
+
+TEST_F(BrokenConnector, NetRpcConnectorIsRefused) {
+  LaunchSpec spec;
+  spec.command = "echo '1|1|unix|/nonexistent.sock|netrpc'; sleep 30";
+  auto client = PluginClient::start(spec, options_);
+  ASSERT_FALSE(client.ok());
+  EXPECT_THAT(message(client.status()), HasSubstr("only grpc is supported"));
+}
+
+TEST_F(BrokenConnector, KillWhileSyncRunsCancelsIt) {
+  auto client = start(goConnector("v1_8"), "hang_in_sync");
+  ASSERT_TRUE(client.ok()) << client.status();
+  RecordingSink sink;
+  std::thread killer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    (*client)->kill();
+  });
+  auto result = (*client)->sync("{}", sink, std::chrono::seconds(30));
+  killer.join();
+  EXPECT_FALSE(result.ok());
+}
+
+}  // namespace
+}  // namespace tributary::plugin_host::testing

@@ -1,0 +1,125 @@
+#include "output_pump.h"
+
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+namespace tributary::plugin_host {
+namespace {
+
+TEST(StderrLine, ValidHclog) {
+  const auto r = OutputPump::parseStderrLine(
+      R"({"@level":"warn","@message":"hello","@timestamp":"2026-01-02T03:04:05.000000Z","@module":"m","k":1})");
+  EXPECT_EQ(r.level, log::Level::Warn);
+  EXPECT_EQ(r.message, "hello");
+  EXPECT_EQ(r.fields["module"], "m");
+  EXPECT_EQ(r.fields["k"], 1);
+  EXPECT_EQ(r.fields["connector_ts"], "2026-01-02T03:04:05.000000Z");
+}
+
+TEST(StderrLine, NonStringFieldsNeverCrash) {
+  // A Go host panics on these; we log them.
+  const auto r = OutputPump::parseStderrLine(R"({"@level":7,"@message":123,"@timestamp":[]})");
+  EXPECT_EQ(r.message, "123");
+  EXPECT_EQ(r.level, log::Level::Info);
+  const auto n = OutputPump::parseStderrLine(R"({"@message":null})");
+  EXPECT_EQ(n.message, "null");
+}
+
+TEST(StderrLine, PlainTextAndBrokenJson) {
+  EXPECT_EQ(OutputPump::parseStderrLine("{not json").message, "{not json");
+  EXPECT_EQ(OutputPump::parseStderrLine("[1,2,3]").message, "[1,2,3]");
+  EXPECT_EQ(OutputPump::parseStderrLine("[ERROR] boom").level, log::Level::Error);
+  EXPECT_EQ(OutputPump::parseStderrLine("panic: nil map").level, log::Level::Error);
+  EXPECT_EQ(OutputPump::parseStderrLine("just text").level, log::Level::Info);
+  // Deep nesting must not overflow anything.
+  const std::string deep = std::string(60000, '[') + std::string(60000, ']');
+  EXPECT_EQ(OutputPump::parseStderrLine(deep).message.size(), deep.size());
+}
+
+class CollectingSink : public log::Sink {
+ public:
+  void write(const log::Record& record) override {
+    const std::lock_guard lock(mu_);
+    records.push_back(record);
+  }
+  std::mutex mu_;
+  std::vector<log::Record> records;
+};
+
+TEST(OutputPump, HandshakeThenDrainAndRateLimit) {
+  int out[2];
+  int err[2];
+  ASSERT_EQ(::pipe(out), 0);
+  ASSERT_EQ(::pipe(err), 0);
+  auto sink = std::make_shared<CollectingSink>();
+  OutputPump pump(out[0], err[0], log::Logger("connector", sink), 10);
+  const std::string first = "1|1|unix|/tmp/x|grpc|\nextra output\n";
+  ASSERT_EQ(::write(out[1], first.data(), first.size()), static_cast<ssize_t>(first.size()));
+  auto line = pump.waitHandshake(std::chrono::steady_clock::now() + std::chrono::seconds(5));
+  ASSERT_TRUE(line.ok());
+  EXPECT_EQ(*line, "1|1|unix|/tmp/x|grpc|");
+  // Far more than a pipe buffer on both: the writer must never block for long.
+  const std::string chunk(64 * 1024, 'z');
+  for (int i = 0; i < 64; ++i) {
+    ASSERT_EQ(::write(out[1], chunk.data(), chunk.size()), static_cast<ssize_t>(chunk.size()));
+  }
+  for (int i = 0; i < 100; ++i) {
+    const std::string l = "line " + std::to_string(i) + "\n";
+    ASSERT_EQ(::write(err[1], l.data(), l.size()), static_cast<ssize_t>(l.size()));
+  }
+  ::close(out[1]);
+  ::close(err[1]);
+  pump.stop(std::chrono::seconds(5));
+  EXPECT_EQ(pump.discardedStdoutBytes(), 13U + 64U * 64U * 1024U);
+  const std::lock_guard lock(sink->mu_);
+  // 10 lines, one "suppressed" summary, one note about the discarded stdout.
+  ASSERT_EQ(sink->records.size(), 12U);
+  EXPECT_EQ(sink->records[9].message, "line 9");
+  EXPECT_EQ(sink->records[10].fields["suppressed_lines"], 90);
+  EXPECT_EQ(sink->records[11].fields["bytes"], 13U + 64U * 64U * 1024U);
+  EXPECT_EQ(pump.stderrTail().back(), "line 99");
+}
+
+TEST(OutputPump, StdoutClosedBeforeHandshake) {
+  int out[2];
+  ASSERT_EQ(::pipe(out), 0);
+  OutputPump pump(out[0], -1, log::Logger("connector", std::make_shared<CollectingSink>()), 10);
+  ::close(out[1]);
+  auto line = pump.waitHandshake(std::chrono::steady_clock::now() + std::chrono::seconds(5));
+  EXPECT_EQ(line.status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(OutputPump, OverlongFirstLine) {
+  int out[2];
+  ASSERT_EQ(::pipe(out), 0);
+  OutputPump pump(out[0], -1, log::Logger("connector", std::make_shared<CollectingSink>()), 10);
+  std::thread writer([fd = out[1]] {
+    const std::string chunk(100 * 1024, 'a');
+    (void)::write(fd, chunk.data(), chunk.size());
+    ::close(fd);
+  });
+  auto line = pump.waitHandshake(std::chrono::steady_clock::now() + std::chrono::seconds(5));
+  writer.join();
+  EXPECT_EQ(line.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(OutputPump, StderrLongLineIsFragmented) {
+  int err[2];
+  ASSERT_EQ(::pipe(err), 0);
+  auto sink = std::make_shared<CollectingSink>();
+  OutputPump pump(-1, err[0], log::Logger("connector", sink), 1000);
+  std::thread writer([fd = err[1]] {
+    const std::string big = std::string(200 * 1024, 'q') + "\n";
+    (void)::write(fd, big.data(), big.size());
+    ::close(fd);
+  });
+  writer.join();
+  pump.stop(std::chrono::seconds(5));
+  const std::lock_guard lock(sink->mu_);
+  ASSERT_EQ(sink->records.size(), 4U);  // 64 KiB × 3 + 8 KiB
+  EXPECT_EQ(sink->records[0].message.size(), 64U * 1024U);
+}
+
+}  // namespace
+}  // namespace tributary::plugin_host
