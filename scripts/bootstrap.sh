@@ -34,10 +34,13 @@ packages=(
   procps util-linux
 )
 
-# Go 1.26 is preinstalled on our machines (/usr/local/go). Debian's golang is only a fallback.
-if ! command -v go >/dev/null 2>&1 && [[ ! -x /usr/local/go/bin/go ]]; then
-  packages+=(golang-go)
-fi
+# Go: the Go SDK, the Go test connectors and hosts need Go >= 1.24 (go-plugin v1.8.0 requires it).
+# Our machines have Go 1.26 in /usr/local/go; Debian 12's golang-go (1.19) is too old to help.
+go_bin="$(command -v go 2>/dev/null || echo /usr/local/go/bin/go)"
+[[ -x "${go_bin}" ]] || die "Go >= 1.24 is required and not installed (expected in PATH or /usr/local/go)"
+go_minor="$("${go_bin}" env GOVERSION | sed -nE 's/^go1\.([0-9]+).*/\1/p')"
+[[ -n "${go_minor}" && "${go_minor}" -ge 24 ]] ||
+  die "Go >= 1.24 is required, found $("${go_bin}" env GOVERSION) at ${go_bin}"
 
 if [[ -n "${TRIBUTARY_BOOTSTRAP_EXTRA:-}" ]]; then
   read -r -a extra <<<"${TRIBUTARY_BOOTSTRAP_EXTRA}"
