@@ -13,13 +13,12 @@ tributary=${build}/cli/tributary
 section() { printf '\n\033[1m== %s ==\033[0m\n' "$*"; }
 
 section "C++ SDK connector (sdk/cpp/examples/hello_connector.cc)"
-"${tributary}" connector run --command "${build}/sdk/cpp/hello_connector_cpp" \
-  --options '{"greeting":"hello from C++"}'
+"${tributary}" connector run --command "${build}/sdk/cpp/hello_connector_cpp"
 
 section "Go SDK connector (sdk/go/examples/hello), go-plugin over gRPC with AutoMTLS"
 "${tributary}" connector run --automtls --command "${build}/go-bin/hello-go" \
-  --options '{"greeting":"hello from Go"}'
+  --options '{"names":["Ada","Linus"]}'
 
 section "Python SDK connector (sdk/python/examples/hello.py)"
 "${tributary}" connector run --command "${build}/venv/bin/python sdk/python/examples/hello.py" \
-  --options '{"greeting":"hello from Python"}'
+  --options '{"name":"Python","pages":2}'
