@@ -1,15 +1,14 @@
 // Measures the C++ plugin host alone (no database): runs a connector's Sync `--repeat` times, one
 // connector process each (as c1 does), counting pages in a sink that stores nothing. Prints one
 // JSON line with the same fields as tests/gohost, so bench/host_throughput.py can compare them.
+#include "tributary/plugin_host/plugin_host.h"
+
+#include <nlohmann/json.hpp>
 #include <sys/resource.h>
 
 #include <csignal>
 #include <iostream>
 #include <string>
-
-#include <nlohmann/json.hpp>
-
-#include "tributary/plugin_host/plugin_host.h"
 
 namespace {
 

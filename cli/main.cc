@@ -1,18 +1,17 @@
 // tributary: the command-line entry point. Today: `tributary connector run`, which runs one
 // connector through the plugin host and prints the pages it sends.
-#include <unistd.h>
+#include "tributary/common/log.h"
+#include "tributary/plugin_host/plugin_host.h"
+
+#include <nlohmann/json.hpp>
 
 #include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <optional>
 #include <string>
+#include <unistd.h>
 #include <vector>
-
-#include <nlohmann/json.hpp>
-
-#include "tributary/common/log.h"
-#include "tributary/plugin_host/plugin_host.h"
 
 namespace {
 

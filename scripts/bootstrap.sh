@@ -32,6 +32,8 @@ packages=(
   python3 python3-venv python3-pip
   # process tools used by tests and scripts (ps/pgrep, runuser, kill)
   procps util-linux
+  # lib/installer: archive unpacking (libgit2-dev and libcpprest-dev are listed above)
+  libarchive-dev
 )
 
 # Go: the Go SDK, the Go test connectors and hosts need Go >= 1.24 (go-plugin v1.8.0 requires it).

@@ -2,27 +2,26 @@
 // v1.8.0) run our C++ and Python test connectors (tests/connectors/README.md), with and without
 // AutoMTLS. A missing binary is a test failure, never a skip: these tests are the proof that our
 // SDKs speak go-plugin.
-#include <dirent.h>
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
+#include "gtest/gtest.h"
+
+#include <nlohmann/json.hpp>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <dirent.h>
+#include <fcntl.h>
 #include <fstream>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sstream>
 #include <string>
+#include <unistd.h>
 #include <vector>
-
-#include <nlohmann/json.hpp>
-
-#include "gtest/gtest.h"
 
 extern char** environ;
 
@@ -180,9 +179,8 @@ void requireBinaries(const std::string& gohost, Lang lang) {
     ASSERT_TRUE(isExecutable(kCppConnector))
         << "missing C++ test connector " << kCppConnector << " — build target test_connector_cpp";
   } else {
-    ASSERT_TRUE(isExecutable(kPython))
-        << "missing Python virtualenv interpreter " << kPython
-        << " — create <build>/venv with the Python SDK installed";
+    ASSERT_TRUE(isExecutable(kPython)) << "missing Python virtualenv interpreter " << kPython
+                                       << " — create <build>/venv with the Python SDK installed";
     ASSERT_TRUE(isReadable(kPythonConnector))
         << "missing Python test connector " << kPythonConnector;
   }
@@ -241,7 +239,8 @@ void expectReport(const HostRun& r, Lang lang, long pages, long objects, long me
   EXPECT_EQ(r.report.value("pages", -1L), pages) << describe(r);
   EXPECT_EQ(r.report.value("objects", -1L), objects) << describe(r);
   ASSERT_TRUE(r.report.contains("metadata") && r.report["metadata"].is_string()) << describe(r);
-  const auto metadata = nlohmann::json::parse(r.report["metadata"].get<std::string>(), nullptr, false);
+  const auto metadata =
+      nlohmann::json::parse(r.report["metadata"].get<std::string>(), nullptr, false);
   ASSERT_TRUE(metadata.is_object()) << "EndSync metadata is not JSON: " << r.report["metadata"];
   EXPECT_EQ(metadata.value("pages", -1L), metadata_pages) << metadata.dump();
   EXPECT_EQ(metadata.value("objects", -1L), metadata_objects) << metadata.dump();
@@ -269,8 +268,8 @@ class GoHostInteropTest : public testing::TestWithParam<Case> {};
 TEST_P(GoHostInteropTest, ThreePagesOfTen) {
   const Case& c = GetParam();
   ASSERT_NO_FATAL_FAILURE(requireBinaries(c.gohost, c.lang));
-  const auto r = runGohost(c.gohost, connectorCommand(c.lang), {{"pages", 3}, {"page_size", 10}},
-                           c.automtls);
+  const auto r =
+      runGohost(c.gohost, connectorCommand(c.lang), {{"pages", 3}, {"page_size", 10}}, c.automtls);
   expectReport(r, c.lang, 3, 30, 3, 30);
   if (r.report.is_object()) {
     EXPECT_GT(r.report.value("bytes", 0L), 0L) << describe(r);
@@ -294,16 +293,16 @@ TEST_P(GoHostInteropTest, PaddedObjectsAndDefaults) {
     EXPECT_LE(bytes, 280L * 4096L * 12 / 10) << describe(r);
   }
   // Empty options: the contract's defaults (3 pages of 10).
-  const auto defaults = runGohost(c.gohost, connectorCommand(c.lang), nlohmann::json::object(),
-                                  c.automtls);
+  const auto defaults =
+      runGohost(c.gohost, connectorCommand(c.lang), nlohmann::json::object(), c.automtls);
   expectReport(defaults, c.lang, 3, 30, 3, 30);
 }
 
 TEST_P(GoHostInteropTest, SyncErrorReachesTheHost) {
   const Case& c = GetParam();
   ASSERT_NO_FATAL_FAILURE(requireBinaries(c.gohost, c.lang));
-  const auto r = runGohost(c.gohost, connectorCommand(c.lang, "sync_error"), {{"pages", 3}},
-                           c.automtls);
+  const auto r =
+      runGohost(c.gohost, connectorCommand(c.lang, "sync_error"), {{"pages", 3}}, c.automtls);
   EXPECT_EQ(r.raw.exit_code, 1) << describe(r);
   EXPECT_NE(r.raw.err.find("upstream said no"), std::string::npos) << describe(r);
 }
@@ -339,9 +338,9 @@ TEST_P(GoHostInteropTest, RejectedPageFailsTheSync) {
 TEST_P(GoHostInteropTest, StockHostParsesOurLogs) {
   const Case& c = GetParam();
   ASSERT_NO_FATAL_FAILURE(requireBinaries(c.gohost, c.lang));
-  const auto r = runGohost(c.gohost, "TRIBUTARY_LOG_LEVEL=trace " + connectorCommand(c.lang),
-                           {{"pages", 3}, {"page_size", 10}}, c.automtls, 1,
-                           {"--go-plugin-stderr"});
+  const auto r =
+      runGohost(c.gohost, "TRIBUTARY_LOG_LEVEL=trace " + connectorCommand(c.lang),
+                {{"pages", 3}, {"page_size", 10}}, c.automtls, 1, {"--go-plugin-stderr"});
   expectReport(r, c.lang, 3, 30, 3, 30);
   EXPECT_EQ(r.raw.err.find("panic"), std::string::npos) << describe(r);
 }
@@ -419,8 +418,8 @@ class CppInvalidUtf8Test : public testing::TestWithParam<Case> {};
 TEST_P(CppInvalidUtf8Test, HostRejectionIsReported) {
   const Case& c = GetParam();
   ASSERT_NO_FATAL_FAILURE(requireBinaries(c.gohost, c.lang));
-  const auto r = runGohost(c.gohost, connectorCommand(Lang::Cpp, "invalid_utf8"), {{"pages", 1}},
-                           c.automtls);
+  const auto r =
+      runGohost(c.gohost, connectorCommand(Lang::Cpp, "invalid_utf8"), {{"pages", 1}}, c.automtls);
   EXPECT_EQ(r.raw.exit_code, 1) << describe(r);
   EXPECT_NE(r.raw.err.find("upsert failed:"), std::string::npos) << describe(r);
   EXPECT_NE(r.raw.err.find("UTF-8"), std::string::npos) << describe(r);
@@ -437,10 +436,10 @@ TEST_P(CppSocketDirTest, SocketInDirAndRemoved) {
   char dir_template[] = "/tmp/tributary-sockdir-XXXXXX";
   ASSERT_NE(::mkdtemp(dir_template), nullptr) << std::strerror(errno);
   const std::string dir = dir_template;
-  const auto r = runGohost(c.gohost, "TRIBUTARY_LOG_LEVEL=debug " + connectorCommand(Lang::Cpp),
-                           {{"pages", 2}, {"page_size", 3}}, c.automtls, 1, {},
-                           {"PLUGIN_UNIX_SOCKET_DIR=" + dir,
-                            "PLUGIN_UNIX_SOCKET_GROUP=" + std::to_string(::getgid())});
+  const auto r = runGohost(
+      c.gohost, "TRIBUTARY_LOG_LEVEL=debug " + connectorCommand(Lang::Cpp),
+      {{"pages", 2}, {"page_size", 3}}, c.automtls, 1, {},
+      {"PLUGIN_UNIX_SOCKET_DIR=" + dir, "PLUGIN_UNIX_SOCKET_GROUP=" + std::to_string(::getgid())});
   expectReport(r, Lang::Cpp, 2, 6, 2, 6);
   // The connector logs its address at debug level ("plugin address").
   EXPECT_NE(r.raw.err.find("\"address\":\"" + dir + "/plugin"), std::string::npos) << describe(r);

@@ -1,13 +1,14 @@
 // Broken connectors: each gives a clear error, and no process, socket or file is left behind.
-#include <signal.h>
-#include <sys/wait.h>
+#include "tributary/plugin_host/plugin_host.h"
+#include "tributary/testing/probes.h"
+
+#include "test_support.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
-#include "test_support.h"
-#include "tributary/plugin_host/plugin_host.h"
-#include "tributary/testing/probes.h"
+#include <signal.h>
 
 namespace tributary::plugin_host::testing {
 namespace {
@@ -49,8 +50,9 @@ TEST_F(BrokenConnector, PrintsTextBeforeHandshake) {
   auto client = start(goConnector("v1_6"), "text_before_handshake");
   ASSERT_FALSE(client.ok());
   EXPECT_EQ(client.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(message(client.status()),
-              HasSubstr("unrecognized handshake line from connector: \"hello from the connector\""));
+  EXPECT_THAT(
+      message(client.status()),
+      HasSubstr("unrecognized handshake line from connector: \"hello from the connector\""));
 }
 
 TEST_F(BrokenConnector, WrongCookie) {
@@ -102,7 +104,8 @@ TEST_F(BrokenConnector, CrashesMidSync) {
     auto result = (*client)->sync(R"({"pages":5,"page_size":10})", sink, std::chrono::seconds(30));
     ASSERT_FALSE(result.ok()) << program.name;
     EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable) << result.status();
-    EXPECT_THAT(message(result.status()), HasSubstr("exited with status 2 during Sync after 1 pages"));
+    EXPECT_THAT(message(result.status()),
+                HasSubstr("exited with status 2 during Sync after 1 pages"));
     EXPECT_EQ(sink.pages(), 1);
     const ExitInfo exit = (*client)->kill();
     EXPECT_EQ(exit.exit_code, 2);
@@ -117,7 +120,8 @@ TEST_F(BrokenConnector, HangsInSync) {
     auto result = (*client)->sync("{}", sink, std::chrono::milliseconds(1500));
     ASSERT_FALSE(result.ok()) << program.name;
     EXPECT_EQ(result.status().code(), absl::StatusCode::kDeadlineExceeded);
-    EXPECT_THAT(message(result.status()), HasSubstr("did not finish within 1500 ms (1 pages received)"));
+    EXPECT_THAT(message(result.status()),
+                HasSubstr("did not finish within 1500 ms (1 pages received)"));
     const auto killed_at = std::chrono::steady_clock::now();
     (*client)->kill();
     // Shutdown → ≤2 s grace → SIGKILL: never much longer than the grace.
@@ -200,8 +204,8 @@ TEST_F(BrokenConnector, EmitsMalformedHclog) {
   auto result = (*client)->sync(R"({"pages":2,"page_size":2})", sink, std::chrono::seconds(30));
   ASSERT_TRUE(result.ok()) << result.status();
   (*client)->kill();
-  EXPECT_TRUE(logs_->contains("123"));             // non-string @message, logged as JSON text
-  EXPECT_TRUE(logs_->contains("{not json"));       // kept as a plain line
+  EXPECT_TRUE(logs_->contains("123"));        // non-string @message, logged as JSON text
+  EXPECT_TRUE(logs_->contains("{not json"));  // kept as a plain line
   EXPECT_TRUE(logs_->contains("valid hclog line"));
   bool warn_with_field = false;
   for (const auto& record : logs_->records()) {

@@ -1,9 +1,9 @@
 #include "tributary/plugin_host/handshake.h"
 
+#include "tributary/mtls/mtls.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-
-#include "tributary/mtls/mtls.h"
 
 namespace tributary::plugin_host {
 namespace {
@@ -45,9 +45,9 @@ TEST(ParseHandshake, NegotiatedVersionMustBeSupported) {
 }
 
 TEST(ParseHandshake, RejectsWhatGoHostsReject) {
-  for (const char* line : {"", "hello from the connector", "1|1|unix", "2|1|unix|/p|grpc|",
-                           "x|1|unix|/p|grpc|", "1|1|pipe|/p|grpc|", "1|1|unix||grpc|",
-                           "1|1|unix|/p", "1|1|unix|/p|netrpc|"}) {
+  for (const char* line :
+       {"", "hello from the connector", "1|1|unix", "2|1|unix|/p|grpc|", "x|1|unix|/p|grpc|",
+        "1|1|pipe|/p|grpc|", "1|1|unix||grpc|", "1|1|unix|/p", "1|1|unix|/p|netrpc|"}) {
     auto info = parseHandshake(line, kV1);
     EXPECT_FALSE(info.ok()) << line;
     EXPECT_EQ(info.status().code(), absl::StatusCode::kFailedPrecondition) << line;

@@ -1,8 +1,8 @@
 #include "output_pump.h"
 
-#include <unistd.h>
-
 #include <gtest/gtest.h>
+
+#include <unistd.h>
 
 namespace tributary::plugin_host {
 namespace {

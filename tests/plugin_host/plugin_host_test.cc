@@ -1,10 +1,10 @@
 // The C++ host running real connectors: Go (go-plugin v1.4, v1.6.3, v1.8.0), C++ SDK, Python SDK.
-#include <gtest/gtest.h>
-
-#include <nlohmann/json.hpp>
+#include "tributary/plugin_host/plugin_host.h"
 
 #include "test_support.h"
-#include "tributary/plugin_host/plugin_host.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 namespace tributary::plugin_host::testing {
 namespace {
@@ -94,8 +94,8 @@ TEST(HostRunsConnector, LargePagesUnderTheLimitArriveWhole) {
   auto client = PluginClient::start(launchSpec(goConnector("v1_6")), testOptions());
   ASSERT_TRUE(client.ok()) << client.status();
   RecordingSink sink;
-  auto result = (*client)->sync(R"({"pages":2,"page_size":2000,"object_bytes":2200})", sink,
-                                kSyncTimeout);
+  auto result =
+      (*client)->sync(R"({"pages":2,"page_size":2000,"object_bytes":2200})", sink, kSyncTimeout);
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->objects, 4000U);
   EXPECT_GT(result->bytes / result->pages, 4U << 20U);
@@ -118,8 +118,8 @@ TEST(HostRunsConnector, SinkErrorFailsTheUpsertAndTheSync) {
 }
 
 TEST(HostRunsConnector, ConnectorIgnoringUpsertErrorsIsNotASuccess) {
-  auto client = PluginClient::start(launchSpec(goConnector("v1_6"), "ignore_upsert_errors"),
-                                    testOptions());
+  auto client =
+      PluginClient::start(launchSpec(goConnector("v1_6"), "ignore_upsert_errors"), testOptions());
   ASSERT_TRUE(client.ok()) << client.status();
   RecordingSink sink;
   sink.failFromPage(2, absl::AbortedError("fenced out"));

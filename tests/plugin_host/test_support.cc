@@ -1,16 +1,16 @@
 #include "test_support.h"
 
-#include <stdlib.h>
+#include "tributary/common/strings.h"
 
 #include <algorithm>
-
-#include "tributary/common/strings.h"
+#include <stdlib.h>
 
 namespace tributary::plugin_host::testing {
 
 ConnectorProgram goConnector(const std::string& version_dir) {
-  const std::string version = version_dir == "v1_4" ? "v1.4" : version_dir == "v1_6" ? "v1.6.3"
-                                                                                     : "v1.8.0";
+  const std::string version = version_dir == "v1_4"   ? "v1.4"
+                              : version_dir == "v1_6" ? "v1.6.3"
+                                                      : "v1.8.0";
   return {strings::cat("go_", version_dir),
           strings::cat(TRIBUTARY_GO_BIN_DIR, "/connector-go-", version_dir),
           strings::cat("go-", version)};

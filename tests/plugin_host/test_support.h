@@ -1,13 +1,13 @@
 #pragma once
 
+#include "tributary/common/log.h"
+#include "tributary/plugin_host/plugin_host.h"
+
 #include <atomic>
 #include <filesystem>
 #include <mutex>
 #include <string>
 #include <vector>
-
-#include "tributary/common/log.h"
-#include "tributary/plugin_host/plugin_host.h"
 
 namespace tributary::plugin_host::testing {
 

@@ -1,10 +1,9 @@
 #include "tributary/common/log.h"
 
-#include <unistd.h>
-
 #include <cerrno>
 #include <chrono>
 #include <ctime>
+#include <unistd.h>
 
 namespace tributary::log {
 namespace {
@@ -98,10 +97,14 @@ SinkPtr defaultSink() {
     Level level = Level::Info;
     if (const char* env = std::getenv("TRIBUTARY_LOG_LEVEL"); env != nullptr) {
       const std::string_view v(env);
-      if (v == "trace") level = Level::Trace;
-      else if (v == "debug") level = Level::Debug;
-      else if (v == "warn") level = Level::Warn;
-      else if (v == "error") level = Level::Error;
+      if (v == "trace")
+        level = Level::Trace;
+      else if (v == "debug")
+        level = Level::Debug;
+      else if (v == "warn")
+        level = Level::Warn;
+      else if (v == "error")
+        level = Level::Error;
     }
     return makeJsonLineSink(2, level);
   }();

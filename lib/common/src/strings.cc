@@ -1,5 +1,7 @@
 #include "tributary/common/strings.h"
 
+#include <system_error>
+
 namespace tributary::strings {
 
 std::vector<std::string_view> split(std::string_view text, char sep) {
@@ -25,6 +27,8 @@ std::string_view trim(std::string_view text) {
   const auto last = text.find_last_not_of(kSpace);
   return text.substr(first, last - first + 1);
 }
+
+std::string errnoMessage(int err) { return std::generic_category().message(err); }
 
 std::string toLower(std::string_view text) {
   std::string out(text);

@@ -1,5 +1,7 @@
 #include "tributary/mtls/mtls.h"
 
+#include "absl/status/status.h"
+
 #include <openssl/asn1.h>
 #include <openssl/bio.h>
 #include <openssl/bn.h>
@@ -16,8 +18,6 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-
-#include "absl/status/status.h"
 
 namespace tributary::mtls {
 namespace {
@@ -201,8 +201,8 @@ absl::StatusOr<Certificate> generate() {
 
   BioPtr key_bio(BIO_new(BIO_s_mem()));
   // PEM_write_bio_PrivateKey without a cipher writes an unencrypted PKCS#8 "PRIVATE KEY" block.
-  if (!key_bio || PEM_write_bio_PrivateKey(key_bio.get(), key->get(), nullptr, nullptr, 0,
-                                           nullptr, nullptr) != 1) {
+  if (!key_bio || PEM_write_bio_PrivateKey(key_bio.get(), key->get(), nullptr, nullptr, 0, nullptr,
+                                           nullptr) != 1) {
     return openSslError("encoding private key");
   }
   auto key_pem = bioContents(key_bio.get());

@@ -1,5 +1,7 @@
 #include "tributary/mtls/mtls.h"
 
+#include "gtest/gtest.h"
+
 #include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
@@ -12,8 +14,6 @@
 #include <memory>
 #include <set>
 #include <string>
-
-#include "gtest/gtest.h"
 
 namespace tributary::mtls {
 namespace {
@@ -130,9 +130,9 @@ TEST_F(GeneratedCertTest, ValidityAndSerial) {
   EXPECT_LE(before, -25);
   EXPECT_GE(before, -40);
   // NotAfter is 262980 hours after NotBefore.
-  ASSERT_EQ(ASN1_TIME_diff(&day, &sec, X509_get0_notBefore(x509_.get()),
-                           X509_get0_notAfter(x509_.get())),
-            1);
+  ASSERT_EQ(
+      ASN1_TIME_diff(&day, &sec, X509_get0_notBefore(x509_.get()), X509_get0_notAfter(x509_.get())),
+      1);
   EXPECT_EQ(static_cast<long>(day) * 86400 + sec, 262980L * 3600L);
   EXPECT_EQ(X509_cmp_time(X509_get0_notBefore(x509_.get()), nullptr), -1);
   (void)now;
@@ -189,9 +189,17 @@ TEST(Base64Test, KnownVectors) {
 
 TEST(Base64Test, DecodesWithAndWithoutPadding) {
   const std::pair<const char*, const char*> cases[] = {
-      {"Zg", "f"},        {"Zg==", "f"},       {"Zm8", "fo"},     {"Zm8=", "fo"},
-      {"Zm9v", "foo"},    {"Zm9vYg", "foob"},  {"Zm9vYg==", "foob"},
-      {"Zm9vYmE", "fooba"}, {"Zm9vYmE=", "fooba"}, {"Zm9vYmFy", "foobar"}, {"", ""},
+      {"Zg", "f"},
+      {"Zg==", "f"},
+      {"Zm8", "fo"},
+      {"Zm8=", "fo"},
+      {"Zm9v", "foo"},
+      {"Zm9vYg", "foob"},
+      {"Zm9vYg==", "foob"},
+      {"Zm9vYmE", "fooba"},
+      {"Zm9vYmE=", "fooba"},
+      {"Zm9vYmFy", "foobar"},
+      {"", ""},
   };
   for (const auto& [in, want] : cases) {
     auto got = base64Decode(in);

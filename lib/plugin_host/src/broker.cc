@@ -1,6 +1,6 @@
-#include "tributary/common/strings.h"
 #include "broker.h"
 
+#include "tributary/common/strings.h"
 
 namespace tributary::plugin_host {
 

@@ -1,16 +1,17 @@
 #pragma once
 
+#include "tributary/common/log.h"
+
+#include "absl/status/status.h"
+#include "plugin/grpc_broker.grpc.pb.h"
+
+#include <grpcpp/grpcpp.h>
+
 #include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <thread>
-
-#include <grpcpp/grpcpp.h>
-
-#include "absl/status/status.h"
-#include "plugin/grpc_broker.grpc.pb.h"
-#include "tributary/common/log.h"
 
 namespace tributary::plugin_host {
 

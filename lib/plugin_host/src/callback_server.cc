@@ -1,5 +1,8 @@
-#include "tributary/common/strings.h"
 #include "callback_server.h"
+
+#include "tributary/common/strings.h"
+
+#include <google/protobuf/arena.h>
 
 #include <condition_variable>
 #include <deque>
@@ -7,9 +10,6 @@
 #include <system_error>
 #include <thread>
 #include <vector>
-
-#include <google/protobuf/arena.h>
-
 
 namespace tributary::plugin_host {
 namespace {
@@ -22,8 +22,7 @@ grpc::Status toGrpc(const absl::Status& status) {
 
 // Pages are parsed into pooled protobuf arenas: a 1 000-object page is thousands of small strings,
 // and heap allocation dominated the host's CPU profile before this.
-class PageArenaAllocator final
-    : public grpc::MessageAllocator<proto::SyncResponse, proto::Empty> {
+class PageArenaAllocator final : public grpc::MessageAllocator<proto::SyncResponse, proto::Empty> {
  public:
   ~PageArenaAllocator() override {
     for (Holder* holder : free_) {
@@ -96,7 +95,9 @@ class PageArenaAllocator final
 class CallbackServer::Service final : public proto::CallbackHandler::CallbackService {
  public:
   Service(std::size_t max_page_bytes, PageSink& sink, log::Logger logger)
-      : max_page_bytes_(max_page_bytes), sink_(sink), logger_(std::move(logger)),
+      : max_page_bytes_(max_page_bytes),
+        sink_(sink),
+        logger_(std::move(logger)),
         worker_([this] { runWorker(); }) {
     SetMessageAllocatorFor_Upsert(&allocator_);
   }
@@ -180,10 +181,10 @@ class CallbackServer::Service final : public proto::CallbackHandler::CallbackSer
     const std::size_t size = request.ByteSizeLong();
     if (size > max_page_bytes_) {
       ++stats_.rejected_pages;
-      const absl::Status error = absl::ResourceExhaustedError(strings::cat(
-          "page ", stats_.counts.pages + stats_.rejected_pages, " is ", size,
-          " bytes, over the host's page limit of ", max_page_bytes_,
-          " bytes; send smaller pages (or raise maxPageBytes)"));
+      const absl::Status error = absl::ResourceExhaustedError(
+          strings::cat("page ", stats_.counts.pages + stats_.rejected_pages, " is ", size,
+                       " bytes, over the host's page limit of ", max_page_bytes_,
+                       " bytes; send smaller pages (or raise maxPageBytes)"));
       recordError(error);
       return toGrpc(error);
     }
@@ -233,7 +234,7 @@ class CallbackServer::Service final : public proto::CallbackHandler::CallbackSer
   std::condition_variable queue_cv_;
   std::deque<std::function<void()>> queue_;  // Guarded by queue_mu_.
   bool stopping_ = false;                    // Guarded by queue_mu_.
-  std::thread worker_;  // Last: starts after everything it uses exists.
+  std::thread worker_;                       // Last: starts after everything it uses exists.
 };
 
 CallbackServer::CallbackServer(std::filesystem::path socket_path, std::unique_ptr<Service> service)
@@ -256,8 +257,8 @@ absl::StatusOr<std::unique_ptr<CallbackServer>> CallbackServer::start(
   builder.SetMaxSendMessageSize(-1);
   server->server_ = builder.BuildAndStart();
   if (!server->server_) {
-    return absl::UnavailableError(strings::cat("cannot serve the connector callback on ",
-                                               socket_path.string()));
+    return absl::UnavailableError(
+        strings::cat("cannot serve the connector callback on ", socket_path.string()));
   }
   return server;
 }

@@ -1,18 +1,19 @@
 #pragma once
 
+#include "tributary/common/log.h"
+#include "tributary/plugin_host/plugin_host.h"
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "connector.grpc.pb.h"
+
+#include <grpcpp/grpcpp.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <mutex>
 #include <string>
-
-#include <grpcpp/grpcpp.h>
-
-#include "absl/status/status.h"
-#include "absl/status/statusor.h"
-#include "connector.grpc.pb.h"
-#include "tributary/common/log.h"
-#include "tributary/plugin_host/plugin_host.h"
 
 namespace tributary::plugin_host {
 

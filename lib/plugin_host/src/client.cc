@@ -1,17 +1,7 @@
-#include <signal.h>
-#include <stdlib.h>
-#include <unistd.h>
-
-#include <atomic>
-#include <cerrno>
-#include <cstring>
-#include <mutex>
-#include <system_error>
-#include <thread>
-
-#include <grpcpp/grpcpp.h>
-
 #include "tributary/common/strings.h"
+#include "tributary/mtls/mtls.h"
+#include "tributary/plugin_host/plugin_host.h"
+
 #include "broker.h"
 #include "callback_server.h"
 #include "connector.grpc.pb.h"
@@ -20,8 +10,18 @@
 #include "plugin/grpc_controller.grpc.pb.h"
 #include "plugin/grpc_stdio.grpc.pb.h"
 #include "process.h"
-#include "tributary/mtls/mtls.h"
-#include "tributary/plugin_host/plugin_host.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <signal.h>
+#include <stdlib.h>
+#include <system_error>
+#include <thread>
+#include <unistd.h>
 
 extern char** environ;  // NOLINT: POSIX
 
@@ -43,16 +43,14 @@ std::string stderrSuffix(const std::vector<std::string>& tail) {
     return "; the connector wrote nothing to stderr";
   }
   const std::size_t from = tail.size() > 5 ? tail.size() - 5 : 0;
-  const std::vector<std::string> last(tail.begin() + static_cast<std::ptrdiff_t>(from),
-                                      tail.end());
+  const std::vector<std::string> last(tail.begin() + static_cast<std::ptrdiff_t>(from), tail.end());
   return strings::cat("; last stderr lines: ", strings::join(last, " | "));
 }
 
 bool nameAllowed(std::string_view name, const std::vector<std::string>& allowed) {
-  for (const auto& pattern : allowed) {
-    if (!pattern.empty() && pattern.back() == '*'
-            ? name.starts_with(std::string_view(pattern).substr(0, pattern.size() - 1))
-            : name == pattern) {
+  for (const std::string_view pattern : allowed) {
+    const bool prefix = pattern.ends_with('*');
+    if (prefix ? name.starts_with(pattern.substr(0, pattern.size() - 1)) : name == pattern) {
       return true;
     }
   }
@@ -67,23 +65,26 @@ absl::StatusOr<std::filesystem::path> makePrivateDir() {
   }
   std::string templ = strings::cat(base, "/tributary-XXXXXX");
   if (::mkdtemp(templ.data()) == nullptr) {
-    return absl::FailedPreconditionError(strings::cat(
-        "cannot create a private directory under ", base, ": ", std::strerror(errno)));
+    return absl::FailedPreconditionError(strings::cat("cannot create a private directory under ",
+                                                      base, ": ", strings::errnoMessage(errno)));
   }
   return std::filesystem::path(templ);
 }
 
 class PluginClientImpl final : public PluginClient {
  public:
-  PluginClientImpl(Options options, std::string command) : options_(std::move(options)),
-        command_(std::move(command)) {}
+  PluginClientImpl(Options options, std::string command)
+      : options_(std::move(options)), command_(std::move(command)) {}
   ~PluginClientImpl() override { kill(); }
+  PluginClientImpl(const PluginClientImpl&) = delete;
+  PluginClientImpl& operator=(const PluginClientImpl&) = delete;
+  PluginClientImpl(PluginClientImpl&&) = delete;
+  PluginClientImpl& operator=(PluginClientImpl&&) = delete;
 
   absl::Status launch(const LaunchSpec& spec);
 
   absl::StatusOr<SyncResult> sync(const std::string& options, PageSink& sink,
-                                  std::chrono::milliseconds timeout,
-                                  std::stop_token stop) override;
+                                  std::chrono::milliseconds timeout, std::stop_token stop) override;
   absl::Status ping() override;
   ExitInfo kill() override;
   [[nodiscard]] int pid() const override { return process_ ? process_->pid() : -1; }
@@ -172,9 +173,9 @@ absl::Status PluginClientImpl::launch(const LaunchSpec& spec) {
   }
   process_ = *std::move(child);
   logger_ = logger_.with({{"connector_pid", process_->pid()}});
-  pump_ = std::make_unique<OutputPump>(process_->releaseStdout(), process_->releaseStderr(),
-                                       logger_.named("connector"),
-                                       options_.max_log_lines_per_second);
+  pump_ =
+      std::make_unique<OutputPump>(process_->releaseStdout(), process_->releaseStderr(),
+                                   logger_.named("connector"), options_.max_log_lines_per_second);
 
   auto line = pump_->waitHandshake(std::chrono::steady_clock::now() + options_.start_timeout);
   if (!line.ok()) {
@@ -277,8 +278,9 @@ absl::Status PluginClientImpl::ping() {
     return fromGrpc(status);
   }
   if (response.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
-    return absl::UnavailableError(strings::cat("connector health is ",
-        grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())));
+    return absl::UnavailableError(
+        strings::cat("connector health is ",
+                     grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())));
   }
   return absl::OkStatus();
 }
@@ -289,16 +291,16 @@ absl::Status PluginClientImpl::describeFailure(absl::Status status, std::string_
   std::string message;
   if (exited) {
     pump_->stop(kPumpDrainGrace);
-    message = strings::cat("connector process ", exited->describe(), " ", during, ": ",
-                           status.message());
+    message =
+        strings::cat("connector process ", exited->describe(), " ", during, ": ", status.message());
     if (status.code() != absl::StatusCode::kFailedPrecondition) {
       status = absl::UnavailableError("");
     }
   } else {
     message = strings::cat("connector failed ", during, ": ", status.message());
   }
-  message += strings::cat(" (command `", command_, "`)",
-                  pump_ ? stderrSuffix(pump_->stderrTail()) : "");
+  message +=
+      strings::cat(" (command `", command_, "`)", pump_ ? stderrSuffix(pump_->stderrTail()) : "");
   return {status.code(), message};
 }
 
@@ -311,8 +313,8 @@ absl::StatusOr<SyncResult> PluginClientImpl::sync(const std::string& options, Pa
   // A fresh broker id and callback server per Sync, stopped when Sync returns (§5.3).
   const std::uint32_t id = broker_->nextId();
   const auto socket_path = private_dir_ / strings::cat("callback-", id, ".sock");
-  auto server = CallbackServer::start(socket_path, callback_credentials_,
-                                      options_.max_page_bytes, sink, logger_);
+  auto server = CallbackServer::start(socket_path, callback_credentials_, options_.max_page_bytes,
+                                      sink, logger_);
   if (!server.ok()) {
     return server.status();
   }
@@ -347,8 +349,8 @@ absl::StatusOr<SyncResult> PluginClientImpl::sync(const std::string& options, Pa
 
   if (!status.ok()) {
     if (stop.stop_requested()) {
-      return absl::CancelledError(strings::cat("Sync cancelled after ", stats.counts.pages,
-                                               " pages"));
+      return absl::CancelledError(
+          strings::cat("Sync cancelled after ", stats.counts.pages, " pages"));
     }
     if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
       return absl::DeadlineExceededError(strings::cat(
@@ -357,10 +359,10 @@ absl::StatusOr<SyncResult> PluginClientImpl::sync(const std::string& options, Pa
           stderrSuffix(pump_->stderrTail())));
     }
     if (!stats.first_error.ok()) {
-      return absl::Status(stats.first_error.code(),
-                          strings::cat("Sync failed after a page was refused: ",
-                                       stats.first_error.message(),
-                                       "; connector said: ", status.error_message()));
+      return absl::Status(
+          stats.first_error.code(),
+          strings::cat("Sync failed after a page was refused: ", stats.first_error.message(),
+                       "; connector said: ", status.error_message()));
     }
     if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
         status.error_code() == grpc::StatusCode::CANCELLED) {
@@ -438,9 +440,9 @@ ExitInfo PluginClientImpl::kill() {
 }  // namespace
 
 std::vector<std::string> LaunchSpec::defaultInheritedEnv() {
-  return {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_*", "TZ", "SSL_CERT_FILE",
-          "SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy",
-          "no_proxy"};
+  return {"PATH",     "HOME",       "USER",          "LOGNAME",      "LANG",       "LANGUAGE",
+          "LC_*",     "TZ",         "SSL_CERT_FILE", "SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY",
+          "NO_PROXY", "http_proxy", "https_proxy",   "no_proxy"};
 }
 
 absl::StatusOr<std::unique_ptr<PluginClient>> PluginClient::start(const LaunchSpec& spec,

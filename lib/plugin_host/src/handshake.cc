@@ -1,10 +1,10 @@
-#include "tributary/common/strings.h"
 #include "tributary/plugin_host/handshake.h"
+
+#include "tributary/common/strings.h"
+#include "tributary/mtls/mtls.h"
 
 #include <algorithm>
 #include <charconv>
-
-#include "tributary/mtls/mtls.h"
 
 namespace tributary::plugin_host {
 namespace {
@@ -55,20 +55,18 @@ absl::StatusOr<HandshakeInfo> parseHandshake(std::string_view raw_line,
   if (!parseInt(fields[1], info.app_version) ||
       std::find(supported_versions.begin(), supported_versions.end(), info.app_version) ==
           supported_versions.end()) {
-    return absl::FailedPreconditionError(strings::cat(
-        "incompatible connector protocol version ", quoted(fields[1]), "; this host supports [",
-        strings::join(supported_versions, ","), "]"));
+    return absl::FailedPreconditionError(strings::cat("incompatible connector protocol version ",
+                                                      quoted(fields[1]), "; this host supports [",
+                                                      strings::join(supported_versions, ","), "]"));
   }
   info.network = std::string(fields[2]);
   if (info.network != "unix" && info.network != "tcp") {
-    return absl::FailedPreconditionError(strings::cat("unknown address type ",
-                                                      quoted(info.network),
+    return absl::FailedPreconditionError(strings::cat("unknown address type ", quoted(info.network),
                                                       " in handshake; expected unix or tcp"));
   }
   info.address = std::string(fields[3]);
   if (info.address.empty()) {
-    return absl::FailedPreconditionError(
-        strings::cat("empty address in handshake ", quoted(line)));
+    return absl::FailedPreconditionError(strings::cat("empty address in handshake ", quoted(line)));
   }
   info.protocol = fields.size() > 4 ? std::string(fields[4]) : "netrpc";
   if (info.protocol != "grpc") {
@@ -79,8 +77,8 @@ absl::StatusOr<HandshakeInfo> parseHandshake(std::string_view raw_line,
   if (fields.size() > 5 && fields[5].size() > kMinCertFieldLength) {
     auto der = mtls::base64Decode(fields[5]);
     if (!der.ok()) {
-      return absl::FailedPreconditionError(
-          strings::cat("cannot decode the connector's AutoMTLS certificate: ", der.status().message()));
+      return absl::FailedPreconditionError(strings::cat(
+          "cannot decode the connector's AutoMTLS certificate: ", der.status().message()));
     }
     info.server_cert_der = *std::move(der);
   }

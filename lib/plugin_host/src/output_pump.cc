@@ -1,12 +1,11 @@
-#include "tributary/common/strings.h"
 #include "output_pump.h"
 
-#include <poll.h>
-#include <unistd.h>
+#include "tributary/common/strings.h"
 
 #include <array>
 #include <cerrno>
-
+#include <poll.h>
+#include <unistd.h>
 
 namespace tributary::plugin_host {
 namespace {
@@ -19,22 +18,30 @@ constexpr auto kPollInterval = std::chrono::milliseconds(100);
 
 std::optional<log::Level> levelFromName(std::string_view name) {
   const std::string lower = strings::toLower(name);
-  if (lower == "trace") return log::Level::Trace;
-  if (lower == "debug") return log::Level::Debug;
-  if (lower == "info") return log::Level::Info;
-  if (lower == "warn" || lower == "warning") return log::Level::Warn;
-  if (lower == "error") return log::Level::Error;
+  if (lower == "trace")
+    return log::Level::Trace;
+  if (lower == "debug")
+    return log::Level::Debug;
+  if (lower == "info")
+    return log::Level::Info;
+  if (lower == "warn" || lower == "warning")
+    return log::Level::Warn;
+  if (lower == "error")
+    return log::Level::Error;
   return std::nullopt;
 }
 
 // Plain lines: go-plugin's `[LEVEL]` prefixes, and crash output promoted to errors.
 log::Level plainLineLevel(std::string_view line) {
-  for (const auto& [prefix, level] :
-       std::initializer_list<std::pair<std::string_view, log::Level>>{
-           {"[TRACE]", log::Level::Trace}, {"[DEBUG]", log::Level::Debug},
-           {"[INFO]", log::Level::Info},   {"[WARN]", log::Level::Warn},
-           {"[ERROR]", log::Level::Error}, {"panic: ", log::Level::Error},
-           {"fatal error: ", log::Level::Error}, {"Traceback ", log::Level::Error}}) {
+  for (const auto& [prefix, level] : std::initializer_list<std::pair<std::string_view, log::Level>>{
+           {"[TRACE]", log::Level::Trace},
+           {"[DEBUG]", log::Level::Debug},
+           {"[INFO]", log::Level::Info},
+           {"[WARN]", log::Level::Warn},
+           {"[ERROR]", log::Level::Error},
+           {"panic: ", log::Level::Error},
+           {"fatal error: ", log::Level::Error},
+           {"Traceback ", log::Level::Error}}) {
     if (line.starts_with(prefix)) {
       return level;
     }
@@ -68,8 +75,8 @@ log::Record OutputPump::parseStderrLine(std::string_view line) {
                                              : value.dump(-1, ' ', false,
                                                           nlohmann::json::error_handler_t::replace);
         } else if (key == "@level") {
-          const auto level = value.is_string() ? levelFromName(value.get<std::string>())
-                                                : std::nullopt;
+          const auto level =
+              value.is_string() ? levelFromName(value.get<std::string>()) : std::nullopt;
           record.level = level.value_or(log::Level::Info);
         } else if (key == "@timestamp") {
           record.fields["connector_ts"] = value;
@@ -98,9 +105,9 @@ absl::StatusOr<std::string> OutputPump::waitHandshake(
     return *handshake_;
   }
   if (handshake_too_long_) {
-    return absl::FailedPreconditionError(strings::cat(
-        "the connector's first stdout line is longer than ", kMaxLineBytes,
-        " bytes; it must be the go-plugin handshake line"));
+    return absl::FailedPreconditionError(
+        strings::cat("the connector's first stdout line is longer than ", kMaxLineBytes,
+                     " bytes; it must be the go-plugin handshake line"));
   }
   if (stdout_eof_) {
     return absl::UnavailableError("the connector closed stdout before printing a handshake");
@@ -179,8 +186,7 @@ void OutputPump::run() {
   }
   const auto discarded = stdout_discarded_.load();
   if (discarded > 0) {
-    logger_.debug("discarded connector stdout written after the handshake",
-                  {{"bytes", discarded}});
+    logger_.debug("discarded connector stdout written after the handshake", {{"bytes", discarded}});
   }
   done_.store(true);
 }
@@ -264,9 +270,9 @@ void OutputPump::emitLine(std::string_view raw) {
 
 void OutputPump::flushSuppressed() {
   if (suppressed_ > 0) {
-    logger_.warn("connector log lines suppressed by rate limit",
-                 {{"suppressed_lines", suppressed_},
-                  {"max_lines_per_second", max_lines_per_second_}});
+    logger_.warn(
+        "connector log lines suppressed by rate limit",
+        {{"suppressed_lines", suppressed_}, {"max_lines_per_second", max_lines_per_second_}});
     suppressed_ = 0;
   }
   window_lines_ = 0;

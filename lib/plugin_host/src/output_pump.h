@@ -1,5 +1,9 @@
 #pragma once
 
+#include "tributary/common/log.h"
+
+#include "absl/status/statusor.h"
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -10,9 +14,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include "absl/status/statusor.h"
-#include "tributary/common/log.h"
 
 namespace tributary::plugin_host {
 

@@ -1,18 +1,18 @@
-#include "tributary/common/strings.h"
 #include "process.h"
 
-#include <fcntl.h>
-#include <signal.h>
+#include "tributary/common/strings.h"
+
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <fcntl.h>
+#include <signal.h>
 #include <thread>
-
+#include <unistd.h>
 
 namespace tributary::plugin_host {
 namespace {
@@ -87,8 +87,9 @@ std::string ExitInfo::describe() const {
   if (!exited) {
     return "still running";
   }
-  std::string out = signal != 0 ? strings::cat("killed by signal ", signal, " (", strsignal(signal), ")")
-                                : strings::cat("exited with status ", exit_code);
+  std::string out = signal != 0
+                        ? strings::cat("killed by signal ", signal, " (", strsignal(signal), ")")
+                        : strings::cat("exited with status ", exit_code);
   if (forced) {
     absl::StrAppend(&out, " after SIGKILL");
   }
@@ -119,12 +120,12 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::spawn(
   if (devnull < 0 || ::pipe2(out_pipe, O_CLOEXEC) != 0 || ::pipe2(err_pipe, O_CLOEXEC) != 0 ||
       ::pipe2(exec_pipe, O_CLOEXEC) != 0) {
     const int err = errno;
-    for (int* fd : {&devnull, &out_pipe[0], &out_pipe[1], &err_pipe[0], &err_pipe[1],
-                    &exec_pipe[0], &exec_pipe[1]}) {
+    for (int* fd : {&devnull, &out_pipe[0], &out_pipe[1], &err_pipe[0], &err_pipe[1], &exec_pipe[0],
+                    &exec_pipe[1]}) {
       closeFd(*fd);
     }
-    return absl::ResourceExhaustedError(
-        strings::cat("cannot create pipes for the connector process: ", std::strerror(err)));
+    return absl::ResourceExhaustedError(strings::cat(
+        "cannot create pipes for the connector process: ", strings::errnoMessage(err)));
   }
   const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
@@ -141,7 +142,7 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::spawn(
       closeFd(*fd);
     }
     return absl::ResourceExhaustedError(
-        strings::cat("cannot fork the connector process: ", std::strerror(fork_errno)));
+        strings::cat("cannot fork the connector process: ", strings::errnoMessage(fork_errno)));
   }
   // Also set the group from the parent side so a signal sent right away reaches it.
   ::setpgid(pid, pid);
@@ -160,7 +161,7 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::spawn(
                                                : "cannot set up the connector process for ";
     const std::string subject = child_error.step == 1 ? dir_str : argv.front();
     return absl::FailedPreconditionError(
-        strings::cat(what, subject, ": ", std::strerror(child_error.err)));
+        strings::cat(what, subject, ": ", strings::errnoMessage(child_error.err)));
   }
   return child;
 }

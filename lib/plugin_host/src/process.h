@@ -1,5 +1,9 @@
 #pragma once
 
+#include "tributary/plugin_host/plugin_host.h"
+
+#include "absl/status/statusor.h"
+
 #include <sys/types.h>
 
 #include <chrono>
@@ -9,9 +13,6 @@
 #include <optional>
 #include <string>
 #include <vector>
-
-#include "absl/status/statusor.h"
-#include "tributary/plugin_host/plugin_host.h"
 
 namespace tributary::plugin_host {
 

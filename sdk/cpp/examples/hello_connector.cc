@@ -1,10 +1,10 @@
 // hello_connector: the smallest useful connector. Each sync sends three pages of greetings.
 //
 //   tributary run --command ./hello_connector_cpp ...   (or any go-plugin host)
+#include "tributary/sdk/connector.h"
+
 #include <string>
 #include <vector>
-
-#include "tributary/sdk/connector.h"
 
 namespace {
 
@@ -12,8 +12,7 @@ class HelloConnector final : public tributary::sdk::Connector {
  public:
   absl::StatusOr<std::string> sync(const std::string& options,
                                    tributary::sdk::Callback& callback) override {
-    tributary::sdk::log(tributary::sdk::LogLevel::Info, "saying hello",
-                        {{"options", options}});
+    tributary::sdk::log(tributary::sdk::LogLevel::Info, "saying hello", {{"options", options}});
     const std::vector<std::string> names = {"world", "tributary", "go-plugin"};
     int objects = 0;
     for (size_t page = 0; page < 3; ++page) {

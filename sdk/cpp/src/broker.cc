@@ -1,7 +1,8 @@
 #include "broker.h"
 
-#include "absl/time/time.h"
 #include "tributary/sdk/connector.h"
+
+#include "absl/time/time.h"
 
 namespace tributary::sdk::internal {
 

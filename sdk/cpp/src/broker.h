@@ -1,18 +1,18 @@
 #pragma once
 
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "plugin/grpc_broker.grpc.pb.h"
+
+#include <grpcpp/grpcpp.h>
+
 #include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
-
-#include <grpcpp/grpcpp.h>
-
-#include "absl/base/thread_annotations.h"
-#include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
-#include "plugin/grpc_broker.grpc.pb.h"
 
 /// The plugin side of go-plugin's GRPCBroker (§5.4): the host offers services (tributary/c1: the
 /// CallbackHandler of one Sync) by sending ConnInfo{id, network, address} down the StartStream

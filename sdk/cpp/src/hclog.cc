@@ -1,17 +1,17 @@
 #include "hclog.h"
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+
 #include <google/protobuf/stubs/logging.h>
 #include <grpc/support/log.h>
-#include <unistd.h>
+#include <nlohmann/json.hpp>
 
 #include <cerrno>
 #include <cstdio>
 #include <ctime>
 #include <string>
-
-#include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
-#include <nlohmann/json.hpp>
+#include <unistd.h>
 
 namespace tributary::sdk {
 namespace internal {
@@ -161,8 +161,8 @@ void log(LogLevel level, std::string_view message, const LogFields& fields) {
     }
     module = s.module;
   }
-  const std::string line = internal::formatHclogLine(level, module, message, fields,
-                                                     std::chrono::system_clock::now());
+  const std::string line =
+      internal::formatHclogLine(level, module, message, fields, std::chrono::system_clock::now());
   // One write per line under the lock, so concurrent lines never interleave.
   absl::MutexLock lock(&s.mu);
   internal::writeAll(2, line);

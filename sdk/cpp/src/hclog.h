@@ -1,10 +1,10 @@
 #pragma once
 
+#include "tributary/sdk/connector.h"
+
 #include <chrono>
 #include <string>
 #include <string_view>
-
-#include "tributary/sdk/connector.h"
 
 /// hclog-compatible JSON logging on stderr (go-plugin §9). go-plugin hosts parse every stderr line
 /// with unchecked string assertions, so `@level`, `@message`, `@timestamp` and `@module` are always

@@ -1,16 +1,16 @@
 #include "plugin_env.h"
 
-#include <grp.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
+#include <grp.h>
 #include <set>
+#include <unistd.h>
 
 namespace tributary::sdk::internal {
 namespace {

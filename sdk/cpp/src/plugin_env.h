@@ -1,13 +1,13 @@
 #pragma once
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
 #include <sys/types.h>
 
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include "absl/status/status.h"
-#include "absl/status/statusor.h"
 
 /// The parts of go-plugin's plugin start-up that depend only on the environment (go-plugin
 /// §1.3, §2): cookie text, version negotiation, the Unix socket's place and permissions, and the

@@ -1,16 +1,7 @@
 // serve(): the plugin side of go-plugin's start-up and shutdown (go-plugin §1.3, §2, §8.2, §10.4,
 // checklist §16.2).
-#include <grpcpp/grpcpp.h>
-#include <grpcpp/health_check_service_interface.h>
-#include <signal.h>
-#include <sys/un.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <thread>
+#include "tributary/mtls/mtls.h"
+#include "tributary/sdk/connector.h"
 
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
@@ -18,8 +9,18 @@
 #include "hclog.h"
 #include "plugin_env.h"
 #include "services.h"
-#include "tributary/mtls/mtls.h"
-#include "tributary/sdk/connector.h"
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <sys/un.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <signal.h>
+#include <thread>
+#include <unistd.h>
 
 namespace tributary::sdk {
 namespace {
@@ -116,7 +117,8 @@ absl::StatusOr<AutoMtls> setUpAutoMtls(const std::string& host_cert_pem) {
     return cert.status();
   }
   AutoMtls out;
-  grpc::SslServerCredentialsOptions opts(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  grpc::SslServerCredentialsOptions opts(
+      GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   opts.pem_root_certs = host_cert_pem;
   opts.pem_key_cert_pairs.push_back({cert->key_pem, cert->cert_pem});
   out.server_creds = grpc::SslServerCredentials(opts);
@@ -173,7 +175,8 @@ int serve(Connector& connector, const ServeOptions& options) {
   const std::string dir = internal::socketDir();
   auto socket_path = internal::reserveSocketPath(dir);
   if (!socket_path.ok()) {
-    log(LogLevel::Error, "cannot choose a socket path", {{"error", socket_path.status().ToString()}});
+    log(LogLevel::Error, "cannot choose a socket path",
+        {{"error", socket_path.status().ToString()}});
     return 1;
   }
   const std::string path = *socket_path;

@@ -1,9 +1,9 @@
 #include "services.h"
 
+#include "absl/time/time.h"
+
 #include <exception>
 #include <utility>
-
-#include "absl/time/time.h"
 
 namespace tributary::sdk::internal {
 namespace {
@@ -105,8 +105,8 @@ absl::Status CallbackImpl::upsert(const proto::SyncResponse& page) {
 }
 
 absl::Status CallbackImpl::clean() {
-  const std::string what = "CallbackHandler.Clean on broker id " + std::to_string(broker_id_) +
-                           " failed";
+  const std::string what =
+      "CallbackHandler.Clean on broker id " + std::to_string(broker_id_) + " failed";
   if (auto status = checkNotCancelled(); !status.ok()) {
     return absl::Status(status.code(), what + ": " + std::string(status.message()));
   }
@@ -192,8 +192,8 @@ absl::StatusOr<std::shared_ptr<proto::CallbackHandler::Stub>> CallbackImpl::stub
   return stub_;
 }
 
-grpc::Status ConnectorService::Sync(grpc::ServerContext* context,
-                                    const proto::SyncRequest* request, proto::EndSync* response) {
+grpc::Status ConnectorService::Sync(grpc::ServerContext* context, const proto::SyncRequest* request,
+                                    proto::EndSync* response) {
   const auto started = std::chrono::steady_clock::now();
   const std::string id = std::to_string(request->callback_handler_server());
   log(LogLevel::Debug, "sync started", {{"callback_broker_id", id}});

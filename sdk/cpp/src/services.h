@@ -1,14 +1,6 @@
 #pragma once
 
-#include <atomic>
-#include <chrono>
-#include <cstdint>
-#include <memory>
-#include <optional>
-#include <string>
-#include <vector>
-
-#include <grpcpp/grpcpp.h>
+#include "tributary/sdk/connector.h"
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -16,7 +8,16 @@
 #include "connector.grpc.pb.h"
 #include "plugin/grpc_controller.grpc.pb.h"
 #include "plugin/grpc_stdio.grpc.pb.h"
-#include "tributary/sdk/connector.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
 
 /// The gRPC services a go-plugin plugin serves besides health and the broker (go-plugin §4).
 namespace tributary::sdk::internal {

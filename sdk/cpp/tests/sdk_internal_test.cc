@@ -1,17 +1,16 @@
-#include <regex>
-#include <string>
-#include <vector>
-
-#include <nlohmann/json.hpp>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <thread>
-
 #include "broker.h"
 #include "gtest/gtest.h"
 #include "hclog.h"
 #include "plugin_env.h"
+
+#include <nlohmann/json.hpp>
+#include <sys/stat.h>
+
+#include <regex>
+#include <string>
+#include <thread>
+#include <unistd.h>
+#include <vector>
 
 namespace tributary::sdk::internal {
 namespace {
@@ -86,7 +85,8 @@ TEST(GroupTest, MakeGroupWritable) {
 TEST(HclogTest, TimestampLayout) {
   const std::regex layout(R"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)");
   EXPECT_TRUE(std::regex_match(hclogTimestamp(std::chrono::system_clock::now()), layout));
-  const auto epoch_plus = std::chrono::system_clock::time_point(std::chrono::microseconds(1'500'042));
+  const auto epoch_plus =
+      std::chrono::system_clock::time_point(std::chrono::microseconds(1'500'042));
   EXPECT_EQ(hclogTimestamp(epoch_plus), "1970-01-01T00:00:01.500042Z");
 }
 

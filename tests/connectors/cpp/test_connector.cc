@@ -1,6 +1,8 @@
 // The test connector of tests/connectors/README.md (the contract), written with the C++ SDK
 // (label `cpp`). Behaviour is chosen with TEST_CONNECTOR_MODE and the Sync options.
-#include <unistd.h>
+#include "tributary/sdk/connector.h"
+
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -10,11 +12,8 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <unistd.h>
 #include <vector>
-
-#include <nlohmann/json.hpp>
-
-#include "tributary/sdk/connector.h"
 
 namespace {
 
@@ -22,11 +21,21 @@ constexpr const char* kLabel = "cpp";
 constexpr size_t kFloodBytes = 16U * 1024U * 1024U;
 
 const std::set<std::string>& knownModes() {
-  static const std::set<std::string> modes = {
-      "normal",         "exit_before_handshake", "text_before_handshake", "never_handshake",
-      "crash_mid_sync", "hang_in_sync",          "sync_error",            "oversized_page",
-      "flood_output",   "bad_hclog",             "upsert_after_return",   "never_dial",
-      "ignore_upsert_errors", "invalid_utf8",    "clean"};
+  static const std::set<std::string> modes = {"normal",
+                                              "exit_before_handshake",
+                                              "text_before_handshake",
+                                              "never_handshake",
+                                              "crash_mid_sync",
+                                              "hang_in_sync",
+                                              "sync_error",
+                                              "oversized_page",
+                                              "flood_output",
+                                              "bad_hclog",
+                                              "upsert_after_return",
+                                              "never_dial",
+                                              "ignore_upsert_errors",
+                                              "invalid_utf8",
+                                              "clean"};
   return modes;
 }
 
@@ -95,7 +104,9 @@ proto::DataObject buildObject(const std::string& page, int index, long pad) {
   return object;
 }
 
-long encodedSize(const proto::DataObject& object) { return static_cast<long>(object.ByteSizeLong()); }
+long encodedSize(const proto::DataObject& object) {
+  return static_cast<long>(object.ByteSizeLong());
+}
 
 // obj-<page>-<index>, padded so that the encoded DataObject is about `object_bytes`.
 proto::DataObject makeObject(int page, int index, long object_bytes) {

@@ -1,11 +1,11 @@
 #pragma once
 
+#include <nlohmann/json.hpp>
+
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 namespace tributary::log {
 

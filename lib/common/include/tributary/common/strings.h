@@ -1,12 +1,12 @@
 #pragma once
 
+#include "absl/strings/string_view.h"
+
 #include <charconv>
 #include <concepts>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include "absl/strings/string_view.h"
 
 // Small string helpers. Debian 12's abseil keeps its own absl::string_view (not an alias of
 // std::string_view), which makes absl::StrCat/StrSplit awkward with std types; these accept both.
@@ -59,5 +59,8 @@ std::string_view trim(std::string_view text);
 
 /// ASCII lower case.
 std::string toLower(std::string_view text);
+
+/// The text for an errno value (thread-safe, unlike strerror).
+std::string errnoMessage(int err);
 
 }  // namespace tributary::strings

@@ -1,9 +1,9 @@
 #pragma once
 
+#include "absl/status/statusor.h"
+
 #include <string>
 #include <string_view>
-
-#include "absl/status/statusor.h"
 
 /// AutoMTLS helpers shared by the plugin host and the C++ connector SDK (go-plugin §10).
 namespace tributary::mtls {

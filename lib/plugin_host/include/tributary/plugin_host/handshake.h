@@ -1,10 +1,10 @@
 #pragma once
 
+#include "absl/status/statusor.h"
+
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include "absl/status/statusor.h"
 
 namespace tributary::plugin_host {
 
@@ -19,9 +19,9 @@ struct HandshakeConfig {
 struct HandshakeInfo {
   int core_version = 0;
   int app_version = 0;
-  std::string network;  ///< "unix" or "tcp".
-  std::string address;  ///< Socket path or host:port.
-  std::string protocol;  ///< Always "grpc" once validated.
+  std::string network;          ///< "unix" or "tcp".
+  std::string address;          ///< Socket path or host:port.
+  std::string protocol;         ///< Always "grpc" once validated.
   std::string server_cert_der;  ///< Empty unless the plugin runs AutoMTLS.
 
   /// The gRPC target for this address (`unix:/path` or `ipv4:127.0.0.1:port`).

@@ -1,5 +1,12 @@
 #pragma once
 
+#include "tributary/common/log.h"
+#include "tributary/plugin_host/handshake.h"
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "connector.pb.h"
+
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -8,12 +15,6 @@
 #include <stop_token>
 #include <string>
 #include <vector>
-
-#include "absl/status/status.h"
-#include "absl/status/statusor.h"
-#include "connector.pb.h"
-#include "tributary/common/log.h"
-#include "tributary/plugin_host/handshake.h"
 
 /// The host side of HashiCorp go-plugin in gRPC mode: launches a connector process, speaks the
 /// handshake, broker, stdio and controller protocols, and runs `proto.Connector/Sync` while
@@ -75,10 +76,10 @@ struct SyncResult {
 
 /// How the connector process ended.
 struct ExitInfo {
-  bool exited = false;     ///< Reaped.
-  int exit_code = -1;      ///< When it exited normally.
-  int signal = 0;          ///< When it was killed by a signal.
-  bool forced = false;     ///< We had to SIGKILL it.
+  bool exited = false;  ///< Reaped.
+  int exit_code = -1;   ///< When it exited normally.
+  int signal = 0;       ///< When it was killed by a signal.
+  bool forced = false;  ///< We had to SIGKILL it.
   std::string describe() const;
 };
 

@@ -1,15 +1,15 @@
 #pragma once
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "connector.pb.h"
+
 #include <chrono>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
-
-#include "absl/status/status.h"
-#include "absl/status/statusor.h"
-#include "connector.pb.h"
 
 /// The C++ connector SDK: write a `Connector`, call `serve()` from `main()`, and the process speaks
 /// HashiCorp go-plugin's gRPC protocol (handshake, health, broker, controller, stdio, AutoMTLS) so
@@ -29,9 +29,9 @@ namespace tributary::sdk {
 /// OK is committed on the host side (tributary hosts acknowledge only after commit).
 ///
 /// Thread-safe: pages may be sent from several threads (they are independent unary calls).
-/// Lifetime: the reference passed to `sync()` is valid until `sync()` returns; use `share()` to keep
-/// it longer. Calls made after `sync()` returned are still sent to the host, which normally has
-/// stopped its callback server by then, so they fail.
+/// Lifetime: the reference passed to `sync()` is valid until `sync()` returns; use `share()` to
+/// keep it longer. Calls made after `sync()` returned are still sent to the host, which normally
+/// has stopped its callback server by then, so they fail.
 class Callback {
  public:
   virtual ~Callback() = default;
