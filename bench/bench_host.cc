@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 
 #include <csignal>
+#include <cstdint>
 #include <iostream>
 #include <string>
 
@@ -20,10 +21,10 @@ class CountingSink : public ph::PageSink {
   absl::Status onClean() override { return absl::OkStatus(); }
 };
 
-long maxRssKb() {
+std::int64_t maxRssKb() {
   rusage usage{};
   ::getrusage(RUSAGE_SELF, &usage);
-  return usage.ru_maxrss;
+  return static_cast<std::int64_t>(usage.ru_maxrss);
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "tributary/common/log.h"
 
+#include "tributary/common/strings.h"
+
 #include <cerrno>
 #include <chrono>
 #include <ctime>
@@ -92,23 +94,34 @@ SinkPtr makeJsonLineSink(int fd, Level min_level) {
   return std::make_shared<JsonLineSink>(fd, min_level);
 }
 
+std::optional<Level> parseLevel(std::string_view name) {
+  const std::string lower = strings::toLower(name);
+  if (lower == "trace") {
+    return Level::Trace;
+  }
+  if (lower == "debug") {
+    return Level::Debug;
+  }
+  if (lower == "info") {
+    return Level::Info;
+  }
+  if (lower == "warn" || lower == "warning") {
+    return Level::Warn;
+  }
+  if (lower == "error") {
+    return Level::Error;
+  }
+  return std::nullopt;
+}
+
 SinkPtr defaultSink() {
-  static const SinkPtr sink = [] {
-    Level level = Level::Info;
-    if (const char* env = std::getenv("TRIBUTARY_LOG_LEVEL"); env != nullptr) {
-      const std::string_view v(env);
-      if (v == "trace")
-        level = Level::Trace;
-      else if (v == "debug")
-        level = Level::Debug;
-      else if (v == "warn")
-        level = Level::Warn;
-      else if (v == "error")
-        level = Level::Error;
-    }
-    return makeJsonLineSink(2, level);
+  // The one process-wide default; TRIBUTARY_LOG_LEVEL is read once.
+  static const SinkPtr kSink = [] {
+    const char* env = std::getenv("TRIBUTARY_LOG_LEVEL");  // NOLINT(concurrency-mt-unsafe)
+    const auto level = env != nullptr ? parseLevel(env) : std::nullopt;
+    return makeJsonLineSink(2, level.value_or(Level::Info));
   }();
-  return sink;
+  return kSink;
 }
 
 Logger::Logger(std::string component, SinkPtr sink)

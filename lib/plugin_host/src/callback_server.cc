@@ -15,7 +15,7 @@ namespace tributary::plugin_host {
 namespace {
 
 grpc::Status toGrpc(const absl::Status& status) {
-  return {static_cast<grpc::StatusCode>(status.code()), std::string(status.message())};
+  return {static_cast<grpc::StatusCode>(status.code()), static_cast<std::string>(status.message())};
 }
 
 }  // namespace
@@ -24,6 +24,11 @@ grpc::Status toGrpc(const absl::Status& status) {
 // and heap allocation dominated the host's CPU profile before this.
 class PageArenaAllocator final : public grpc::MessageAllocator<proto::SyncResponse, proto::Empty> {
  public:
+  PageArenaAllocator() = default;
+  PageArenaAllocator(const PageArenaAllocator&) = delete;
+  PageArenaAllocator& operator=(const PageArenaAllocator&) = delete;
+  PageArenaAllocator(PageArenaAllocator&&) = delete;
+  PageArenaAllocator& operator=(PageArenaAllocator&&) = delete;
   ~PageArenaAllocator() override {
     for (Holder* holder : free_) {
       delete holder;
@@ -46,7 +51,7 @@ class PageArenaAllocator final : public grpc::MessageAllocator<proto::SyncRespon
   }
 
  private:
-  static constexpr std::size_t kInitialBlock = 512 * 1024;
+  static constexpr std::size_t kInitialBlock = 512U * 1024U;
   static constexpr std::size_t kPoolSize = 4;
 
   class Holder final : public grpc::MessageHolder<proto::SyncResponse, proto::Empty> {
@@ -173,10 +178,13 @@ class CallbackServer::Service final : public proto::CallbackHandler::CallbackSer
     const std::lock_guard lock(mu_);
     if (closed_) {
       ++stats_.rejected_pages;
-      logger_.warn("connector sent a page after its Sync returned; page refused",
+      const absl::Status error = absl::FailedPreconditionError(
+          "a page arrived after Sync returned and was refused; a connector must finish sending "
+          "pages before returning from Sync");
+      logger_.warn(static_cast<std::string>(error.message()),
                    {{"objects", request.response_size()}});
-      return {grpc::StatusCode::FAILED_PRECONDITION,
-              "Sync has already returned; pages sent after Sync are not accepted"};
+      recordError(error);
+      return toGrpc(error);
     }
     const std::size_t size = request.ByteSizeLong();
     if (size > max_page_bytes_) {
@@ -251,9 +259,10 @@ absl::StatusOr<std::unique_ptr<CallbackServer>> CallbackServer::start(
   builder.RegisterService(server->service_.get());
   // gRPC enforces a hard ceiling well above the page limit; pages between the two reach the
   // service and get our explicit, counted error instead of a transport-level one.
-  const std::size_t hard_limit =
-      std::min<std::size_t>(max_page_bytes * 2 + (1U << 20U), std::size_t{INT32_MAX});
-  builder.SetMaxReceiveMessageSize(static_cast<int>(hard_limit));
+  // No transport-level ceiling below gRPC's own 2 GiB: a page refused by gRPC itself would never
+  // reach upsert(), so it could not fail the Sync, and a connector that ignores Upsert errors
+  // would lose it silently. Every page is measured and refused (and counted) in upsert().
+  builder.SetMaxReceiveMessageSize(INT32_MAX);
   builder.SetMaxSendMessageSize(-1);
   server->server_ = builder.BuildAndStart();
   if (!server->server_) {

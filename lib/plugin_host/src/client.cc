@@ -57,6 +57,29 @@ bool nameAllowed(std::string_view name, const std::vector<std::string>& allowed)
   return false;
 }
 
+// `sh -c` forks a command instead of replacing itself, and a forked child loses
+// PR_SET_PDEATHSIG: the connector would outlive a crashed host. A single simple command (c1's
+// `./s3/s3`, `python x.py`) is therefore run as `exec <command>`; anything else (lists, pipes,
+// redirections, assignments, keywords) is left to the shell as written.
+std::string shellCommand(const std::string& command) {
+  const std::string_view trimmed = strings::trim(command);
+  if (trimmed.empty() || trimmed.find_first_of(";&|()<>{}`\n") != std::string_view::npos) {
+    return command;
+  }
+  const std::string_view first = trimmed.substr(0, trimmed.find_first_of(" \t"));
+  for (const std::string_view keyword :
+       {"if", "for", "while", "until", "case", "select", "function", "time", "!", "[[", "exec",
+        "cd", "export", "set", "."}) {
+    if (first == keyword) {
+      return command;
+    }
+  }
+  if (first.find('=') != std::string_view::npos) {
+    return command;
+  }
+  return strings::cat("exec ", trimmed);
+}
+
 absl::StatusOr<std::filesystem::path> makePrivateDir() {
   std::string base = "/tmp";
   if (const char* tmp = std::getenv("TMPDIR");
@@ -110,6 +133,7 @@ class PluginClientImpl final : public PluginClient {
   grpc::ClientContext stdio_context_;
   std::thread stdio_reader_;
 
+  std::mutex kill_mu_;  // Serialises kill().
   std::mutex mu_;
   grpc::ClientContext* active_sync_ = nullptr;  // Guarded by mu_.
   bool killed_ = false;                         // Guarded by mu_.
@@ -167,7 +191,8 @@ absl::Status PluginClientImpl::launch(const LaunchSpec& spec) {
   }
   const std::filesystem::path working_dir =
       spec.working_dir.empty() ? std::filesystem::current_path() : spec.working_dir;
-  auto child = ChildProcess::spawn({"/bin/sh", "-c", spec.command}, buildEnv(spec), working_dir);
+  auto child = ChildProcess::spawn({"/bin/sh", "-c", shellCommand(spec.command)}, buildEnv(spec),
+                                   working_dir);
   if (!child.ok()) {
     return child.status();
   }
@@ -372,7 +397,7 @@ absl::StatusOr<SyncResult> PluginClientImpl::sync(const std::string& options, Pa
     return absl::Status(fromGrpc(status).code(),
                         strings::cat("connector Sync failed: ", status.error_message()));
   }
-  if (!stats.first_error.ok()) {
+  if (stats.rejected_pages > 0) {
     // The connector ignored a failed Upsert (c1's S3 connector does): never a success.
     return absl::Status(stats.first_error.code(),
                         strings::cat("connector reported success but ", stats.rejected_pages,
@@ -384,6 +409,8 @@ absl::StatusOr<SyncResult> PluginClientImpl::sync(const std::string& options, Pa
 }
 
 ExitInfo PluginClientImpl::kill() {
+  // Concurrent callers (a stop thread and the destructor) wait for the first one to finish.
+  const std::lock_guard kill_lock(kill_mu_);
   {
     const std::lock_guard lock(mu_);
     if (exit_) {
@@ -422,8 +449,8 @@ ExitInfo PluginClientImpl::kill() {
       logger_.warn("connector did not exit after Shutdown; killing it",
                    {{"grace_ms", options_.shutdown_grace.count()}});
     }
+    // Reaping also kills whatever the connector left behind in its process group.
     info = exited ? *exited : process_->killAndReap();
-    process_->signalGroup(SIGKILL);  // Anything the connector left behind in its group.
   }
   if (pump_) {
     pump_->stop(kPumpDrainGrace);

@@ -11,25 +11,10 @@ namespace tributary::plugin_host {
 namespace {
 
 // go-plugin's default stderr line buffer; longer lines are logged in fragments.
-constexpr std::size_t kMaxLineBytes = 64 * 1024;
+constexpr std::size_t kMaxLineBytes = 64U * 1024U;
 constexpr std::size_t kTailLines = 20;
 constexpr std::size_t kTailLineBytes = 512;
 constexpr auto kPollInterval = std::chrono::milliseconds(100);
-
-std::optional<log::Level> levelFromName(std::string_view name) {
-  const std::string lower = strings::toLower(name);
-  if (lower == "trace")
-    return log::Level::Trace;
-  if (lower == "debug")
-    return log::Level::Debug;
-  if (lower == "info")
-    return log::Level::Info;
-  if (lower == "warn" || lower == "warning")
-    return log::Level::Warn;
-  if (lower == "error")
-    return log::Level::Error;
-  return std::nullopt;
-}
 
 // Plain lines: go-plugin's `[LEVEL]` prefixes, and crash output promoted to errors.
 log::Level plainLineLevel(std::string_view line) {
@@ -76,7 +61,7 @@ log::Record OutputPump::parseStderrLine(std::string_view line) {
                                                           nlohmann::json::error_handler_t::replace);
         } else if (key == "@level") {
           const auto level =
-              value.is_string() ? levelFromName(value.get<std::string>()) : std::nullopt;
+              value.is_string() ? log::parseLevel(value.get<std::string>()) : std::nullopt;
           record.level = level.value_or(log::Level::Info);
         } else if (key == "@timestamp") {
           record.fields["connector_ts"] = value;
@@ -140,7 +125,7 @@ std::vector<std::string> OutputPump::stderrTail() const {
 }
 
 void OutputPump::run() {
-  std::array<char, 64 * 1024> buf{};
+  std::array<char, kMaxLineBytes> buf{};
   bool out_open = stdout_fd_ >= 0;
   bool err_open = stderr_fd_ >= 0;
   while (!stop_.load() && (out_open || err_open)) {

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <thread>
 #include <unistd.h>
@@ -53,12 +54,16 @@ ExitInfo decodeStatus(int status) {
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) {
     ::_exit(127);  // Parent already gone: do not run orphaned.
   }
-  sigset_t all;
-  ::sigemptyset(&all);
-  ::sigprocmask(SIG_SETMASK, &all, nullptr);
-  for (int sig : {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGCHLD}) {
-    ::signal(sig, SIG_DFL);
+  // Signals are still blocked (the parent blocked them around fork): reset every handler the
+  // host installed before unblocking, so none of them can run in the child.
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig != SIGKILL && sig != SIGSTOP) {
+      ::signal(sig, SIG_DFL);  // NOLINT(concurrency-mt-unsafe): single-threaded child
+    }
   }
+  sigset_t none;
+  ::sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
   if (::dup2(devnull, 0) < 0 || ::dup2(out_w, 1) < 0 || ::dup2(err_w, 2) < 0) {
     fail(3);
   }
@@ -88,7 +93,7 @@ std::string ExitInfo::describe() const {
     return "still running";
   }
   std::string out = signal != 0
-                        ? strings::cat("killed by signal ", signal, " (", strsignal(signal), ")")
+                        ? strings::cat("killed by signal ", signal, " (", sigdescr_np(signal), ")")
                         : strings::cat("exited with status ", exit_code);
   if (forced) {
     absl::StrAppend(&out, " after SIGKILL");
@@ -128,12 +133,17 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::spawn(
         "cannot create pipes for the connector process: ", strings::errnoMessage(err)));
   }
   const pid_t parent = ::getpid();
+  sigset_t all;
+  sigset_t previous;
+  ::sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &previous);
   const pid_t pid = ::fork();
   if (pid == 0) {
     runChild(parent, devnull, out_pipe[1], err_pipe[1], exec_pipe[1], dir_str.c_str(),
              argv_c.data(), env_c.data());
   }
   const int fork_errno = errno;
+  ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
   for (int* fd : {&devnull, &out_pipe[1], &err_pipe[1], &exec_pipe[1]}) {
     closeFd(*fd);
   }

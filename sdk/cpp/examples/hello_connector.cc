@@ -12,7 +12,9 @@ class HelloConnector final : public tributary::sdk::Connector {
  public:
   absl::StatusOr<std::string> sync(const std::string& options,
                                    tributary::sdk::Callback& callback) override {
-    tributary::sdk::log(tributary::sdk::LogLevel::Info, "saying hello", {{"options", options}});
+    // Never log `options`: it may carry credentials.
+    tributary::sdk::log(tributary::sdk::LogLevel::Info, "saying hello",
+                        {{"options_bytes", std::to_string(options.size())}});
     const std::vector<std::string> names = {"world", "tributary", "go-plugin"};
     int objects = 0;
     for (size_t page = 0; page < 3; ++page) {

@@ -2,16 +2,15 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "plugin_env.h"
 
 #include <google/protobuf/stubs/logging.h>
 #include <grpc/support/log.h>
 #include <nlohmann/json.hpp>
 
-#include <cerrno>
 #include <cstdio>
 #include <ctime>
 #include <string>
-#include <unistd.h>
 
 namespace tributary::sdk {
 namespace internal {
@@ -44,19 +43,6 @@ struct LogState {
 LogState& state() {
   static auto* const s = new LogState();
   return *s;
-}
-
-void writeAll(int fd, std::string_view text) {
-  while (!text.empty()) {
-    const ssize_t n = ::write(fd, text.data(), text.size());
-    if (n < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return;  // Nowhere left to report a failing stderr.
-    }
-    text.remove_prefix(static_cast<size_t>(n));
-  }
 }
 
 void grpcLogFunction(gpr_log_func_args* args) {
@@ -165,7 +151,7 @@ void log(LogLevel level, std::string_view message, const LogFields& fields) {
       internal::formatHclogLine(level, module, message, fields, std::chrono::system_clock::now());
   // One write per line under the lock, so concurrent lines never interleave.
   absl::MutexLock lock(&s.mu);
-  internal::writeAll(2, line);
+  (void)internal::writeAll(2, line);  // Nowhere left to report a failing stderr.
 }
 
 }  // namespace tributary::sdk

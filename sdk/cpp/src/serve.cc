@@ -12,12 +12,14 @@
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <poll.h>
 #include <signal.h>
 #include <thread>
 #include <unistd.h>
@@ -30,6 +32,8 @@ constexpr auto kShutdownGrace = std::chrono::milliseconds(250);
 // If a sync handler still has not returned this long after Shutdown, the process exits anyway
 // (as a Go plugin does: its Serve returns and main exits under running goroutines).
 constexpr auto kShutdownHardLimit = std::chrono::milliseconds(1000);
+// How often serve() checks whether the host process is still there.
+constexpr auto kHostWatchInterval = std::chrono::milliseconds(250);
 
 const char* envOrNull(const std::string& name) {
   const char* v = std::getenv(name.c_str());
@@ -102,6 +106,36 @@ LogLevel logLevelFromEnv(LogLevel fallback) {
   return fallback;
 }
 
+// Notices that the host died without calling Shutdown (go-plugin plugins die of SIGPIPE then).
+// Two signs: our parent changed (we were re-parented), or the read end of our stderr pipe, held by
+// the host, was closed (POLLERR on the write end; also works through a `sh -c` wrapper).
+class HostWatch {
+ public:
+  explicit HostWatch(pid_t parent) : parent_(parent) {
+    struct stat st {};
+    stderr_is_pipe_ = ::fstat(2, &st) == 0 && S_ISFIFO(st.st_mode);
+  }
+
+  [[nodiscard]] bool hostGone() const {
+    if (parent_ != 1 && ::getppid() != parent_) {
+      return true;
+    }
+    if (stderr_is_pipe_) {
+      struct pollfd pfd {};
+      pfd.fd = 2;
+      pfd.events = 0;  // POLLERR and POLLHUP are always reported.
+      if (::poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLERR | POLLHUP)) != 0) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+ private:
+  pid_t parent_;
+  bool stderr_is_pipe_ = false;
+};
+
 struct AutoMtls {
   std::shared_ptr<grpc::ServerCredentials> server_creds;
   internal::BrokerTls broker_tls;
@@ -130,6 +164,7 @@ absl::StatusOr<AutoMtls> setUpAutoMtls(const std::string& host_cert_pem) {
 }  // namespace
 
 int serve(Connector& connector, const ServeOptions& options) {
+  const pid_t parent = ::getppid();  // Before anything else: the host may die during start-up.
   ignoreSigint();
   internal::configureLog(options.log_name, logLevelFromEnv(options.log_level));
 
@@ -239,8 +274,21 @@ int serve(Connector& connector, const ServeOptions& options) {
     log(LogLevel::Warn, "cannot redirect stdout to stderr", {{"errno", std::to_string(errno)}});
   }
 
-  // 7. Serve until GRPCController.Shutdown.
-  shutdown.wait();
+  // 7. Serve until GRPCController.Shutdown, or until the host process is gone.
+  const HostWatch host_watch(parent);
+  bool host_gone = false;
+  while (!shutdown.waitFor(kHostWatchInterval)) {
+    if (host_watch.hostGone()) {
+      // stderr may be a pipe nobody reads any more: fail writes with EPIPE, do not die of SIGPIPE
+      // before the socket is removed.
+      ::signal(SIGPIPE, SIG_IGN);
+      log(LogLevel::Error, "the host process is gone without a Shutdown; exiting");
+      host_gone = true;
+      shutdown.request();  // Ends the open StreamStdio calls at once.
+      break;
+    }
+  }
+  const int exit_code = host_gone ? 1 : 0;
   broker->close();
   log(LogLevel::Debug, "plugin shutting down");
   absl::Notification stopped;
@@ -253,12 +301,12 @@ int serve(Connector& connector, const ServeOptions& options) {
     log(LogLevel::Warn, "a sync did not return after shutdown; exiting without waiting for it");
     ::unlink(path.c_str());
     std::fflush(nullptr);
-    std::_Exit(0);
+    std::_Exit(exit_code);
   }
   stopper.join();
   server.reset();
   ::unlink(path.c_str());
-  return 0;
+  return exit_code;
 }
 
 }  // namespace tributary::sdk

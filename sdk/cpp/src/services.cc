@@ -31,11 +31,6 @@ void ShutdownSignal::request() {
   requested_ = true;
 }
 
-bool ShutdownSignal::requested() {
-  absl::MutexLock lock(&mu_);
-  return requested_;
-}
-
 void ShutdownSignal::wait() {
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(&requested_));

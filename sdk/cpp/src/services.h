@@ -27,7 +27,6 @@ namespace tributary::sdk::internal {
 class ShutdownSignal {
  public:
   void request();
-  [[nodiscard]] bool requested();
   /// Blocks until requested.
   void wait();
   /// Blocks until requested or `timeout` passed; returns whether it was requested.

@@ -5,7 +5,14 @@
 
 #include <nlohmann/json.hpp>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <fcntl.h>
+#include <poll.h>
 #include <regex>
 #include <string>
 #include <thread>
@@ -147,6 +154,114 @@ TEST(BrokerTest, UnknownNetworkIsAnError) {
   info.set_network("pipe");
   EXPECT_EQ(broker.channelFor(info).status().code(), absl::StatusCode::kInvalidArgument);
 }
+
+#ifdef HELLO_CONNECTOR_PATH
+// Reads from `fd` until `done(text)` or EOF or `deadline`; returns false on timeout.
+bool readUntil(int fd, std::string& text, std::chrono::steady_clock::time_point deadline,
+               bool until_eof) {
+  char buf[4096];
+  while (true) {
+    if (!until_eof && text.find('\n') != std::string::npos) {
+      return true;
+    }
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      return false;
+    }
+    struct pollfd pfd {};
+    pfd.fd = fd;
+    pfd.events = POLLIN;
+    const int ready = ::poll(&pfd, 1, static_cast<int>(left.count()));
+    if (ready < 0 && errno == EINTR) {
+      continue;
+    }
+    if (ready <= 0) {
+      return false;
+    }
+    const ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      return until_eof;
+    }
+    text.append(buf, static_cast<size_t>(n));
+  }
+}
+
+// The host (here a `sh -c` wrapper) is SIGKILLed without calling Shutdown: the connector notices
+// it was re-parented and exits by itself instead of running orphaned.
+TEST(HostDeathTest, ConnectorExitsWhenHostIsKilled) {
+  int out[2];  // The connector's stdout: the handshake line.
+  int err[2];  // Its stderr, kept open and drained here (so only the re-parenting is detected).
+  int pid_pipe[2];
+  ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
+  ASSERT_EQ(::pipe2(err, O_CLOEXEC), 0);
+  ASSERT_EQ(::pipe2(pid_pipe, O_CLOEXEC), 0);
+
+  std::vector<std::string> env_strings = {"BASIC_PLUGIN=hello", "PLUGIN_PROTOCOL_VERSIONS=1"};
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (std::string_view(*e).rfind("BASIC_PLUGIN=", 0) != 0) {
+      env_strings.emplace_back(*e);
+    }
+  }
+  std::vector<char*> envp;
+  for (auto& e : env_strings) {
+    envp.push_back(e.data());
+  }
+  envp.push_back(nullptr);
+  std::string sh = "/bin/sh";
+  std::string dash_c = "-c";
+  std::string script = R"("$0" 3>&- & echo $! >&3; wait)";
+  std::string connector = HELLO_CONNECTOR_PATH;
+  char* argv[] = {sh.data(), dash_c.data(), script.data(), connector.data(), nullptr};
+
+  const pid_t shell = ::fork();
+  ASSERT_GE(shell, 0);
+  if (shell == 0) {
+    ::dup2(out[1], 1);
+    ::dup2(err[1], 2);
+    ::dup2(pid_pipe[1], 3);
+    ::execve(argv[0], argv, envp.data());
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  ::close(err[1]);
+  ::close(pid_pipe[1]);
+
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  std::string pid_text;
+  ASSERT_TRUE(readUntil(pid_pipe[0], pid_text, deadline, false));
+  const pid_t child = static_cast<pid_t>(std::atol(pid_text.c_str()));
+  ASSERT_GT(child, 0);
+  std::string handshake;
+  const bool started = readUntil(out[0], handshake, deadline, false);
+  std::string stderr_text;
+  if (!started) {
+    ::kill(child, SIGKILL);
+    ::kill(shell, SIGKILL);
+    ::waitpid(shell, nullptr, 0);
+    FAIL() << "no handshake from the connector: " << handshake;
+  }
+  EXPECT_EQ(handshake.rfind("1|1|unix|", 0), 0u) << handshake;
+
+  ASSERT_EQ(::kill(shell, SIGKILL), 0);
+  ASSERT_EQ(::waitpid(shell, nullptr, 0), shell);
+  const auto killed_at = std::chrono::steady_clock::now();
+  // EOF on stderr: the connector (the last holder of the pipe's write end) has exited.
+  const bool exited =
+      readUntil(err[0], stderr_text, killed_at + std::chrono::seconds(5), /*until_eof=*/true);
+  if (!exited) {
+    ::kill(child, SIGKILL);
+  }
+  EXPECT_TRUE(exited) << "the connector still runs 5 s after its host was killed";
+  EXPECT_NE(stderr_text.find("the host process is gone"), std::string::npos) << stderr_text;
+  ::close(out[0]);
+  ::close(err[0]);
+  ::close(pid_pipe[0]);
+}
+#endif  // HELLO_CONNECTOR_PATH
 
 }  // namespace
 }  // namespace tributary::sdk::internal

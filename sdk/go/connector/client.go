@@ -62,10 +62,17 @@ type ClientConfig struct {
 type Client struct {
 	cfg ClientConfig
 
+	// startMu serializes Start; mu guards the fields below and is never held while go-plugin
+	// starts the process, so Kill and Exited stay responsive during a start.
+	startMu  sync.Mutex
 	mu       sync.Mutex
 	started  bool
+	starting bool
 	startErr error
 	killed   bool
+	// stopProc SIGKILLs the connector's process group (through the command's context); Kill
+	// uses it to end a start in progress, which go-plugin's own Kill would wait for.
+	stopProc context.CancelFunc
 	pc       *plugin.Client
 	cmd      *exec.Cmd
 	conn     *GRPCClient
@@ -96,19 +103,36 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 
 // Start launches the connector and completes the go-plugin handshake. It is called by the first
 // Sync if needed; calling it again returns the first result.
+// [Client.Kill] may be called while Start runs: it ends the start, which then returns an error.
 func (c *Client) Start() error {
+	c.startMu.Lock()
+	defer c.startMu.Unlock()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.killed {
+		c.mu.Unlock()
 		return errors.New("connector: client was killed")
 	}
-	if !c.started {
-		c.started = true
-		c.startErr = c.start()
+	if c.started {
+		err := c.startErr
+		c.mu.Unlock()
+		return err
 	}
-	return c.startErr
+	c.started, c.starting = true, true
+	c.mu.Unlock()
+
+	err := c.start()
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.starting = false
+	if err != nil && c.killed {
+		err = fmt.Errorf("connector: client was killed during start: %w", err)
+	}
+	c.startErr = err
+	return err
 }
 
+// start runs without c.mu; it sets the fields Kill and Exited read under c.mu.
 func (c *Client) start() error {
 	cfg := c.cfg
 	handshake := Handshake
@@ -135,7 +159,12 @@ func (c *Client) start() error {
 			return fmt.Errorf("start connector: working directory %s is not a directory", cfg.Dir)
 		}
 	}
-	cmd := exec.Command("sh", "-c", cfg.Command)
+	procCtx, stopProc := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(procCtx, "sh", "-c", cfg.Command)
+	cmd.Cancel = func() error {
+		killProcessGroup(cmd.Process)
+		return nil
+	}
 	cmd.Dir = cfg.Dir
 	setProcessGroup(cmd)
 	goPluginStderr := raw
@@ -143,6 +172,7 @@ func (c *Client) start() error {
 	if !cfg.GoPluginStderr {
 		r, w, err := os.Pipe()
 		if err != nil {
+			stopProc()
 			return fmt.Errorf("start connector: stderr pipe: %w", err)
 		}
 		stderrW = w
@@ -152,12 +182,14 @@ func (c *Client) start() error {
 		if cfg.Logger != nil {
 			connectorLogger = cfg.Logger.Named("connector")
 		}
-		c.pump = startStderrPump(r, raw, connectorLogger)
+		pump := startStderrPump(r, raw, connectorLogger)
+		c.mu.Lock()
+		c.pump = pump
+		c.mu.Unlock()
 		goPluginStderr = io.Discard
 	}
-	c.cmd = cmd
 
-	c.pc = plugin.NewClient(&plugin.ClientConfig{
+	pc := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  handshake,
 		Plugins:          plugin.PluginSet{PluginName: &GRPCPlugin{MaxRecvMsgSize: cfg.MaxRecvMsgSize}},
 		Cmd:              cmd,
@@ -169,12 +201,20 @@ func (c *Client) start() error {
 		SyncStderr:       writerOrDiscard(cfg.SyncStderr),
 		Logger:           logger,
 	})
-	_, err := c.pc.Start()
+	c.mu.Lock()
+	c.cmd, c.pc, c.stopProc = cmd, pc, stopProc
+	killed := c.killed
+	c.mu.Unlock()
+	if killed { // Kill came before the process existed
+		closeQuietly(stderrW)
+		return c.startFailed(errors.New("client was killed"))
+	}
+	_, err := pc.Start()  // blocks up to StartTimeout; c.mu is free meanwhile
 	closeQuietly(stderrW) // the child has its copy (or never started)
 	if err != nil {
 		return c.startFailed(err)
 	}
-	rpc, err := c.pc.Client()
+	rpc, err := pc.Client()
 	if err != nil {
 		return c.startFailed(err)
 	}
@@ -186,7 +226,9 @@ func (c *Client) start() error {
 	if !ok {
 		return c.startFailed(fmt.Errorf("dispensed %T, want *connector.GRPCClient", dispensed))
 	}
+	c.mu.Lock()
 	c.conn = conn
+	c.mu.Unlock()
 	return nil
 }
 
@@ -196,6 +238,7 @@ func (c *Client) startFailed(err error) error {
 	// forked the connector; kill the whole group so nothing keeps the pipes open.
 	killProcessGroup(c.cmd.Process)
 	c.killPlugin(c.pc)
+	c.stopProc()
 	if c.pump != nil {
 		c.pump.wait(time.Second)
 	}
@@ -260,9 +303,11 @@ func (c *Client) exitState(d time.Duration) string {
 // Exited reports whether the connector process has exited.
 func (c *Client) Exited() bool {
 	c.mu.Lock()
-	pc := c.pc
+	pc, starting := c.pc, c.starting
 	c.mu.Unlock()
-	return pc != nil && pc.Exited()
+	// During a start go-plugin holds its lock (pc.Exited would block); a process that exits
+	// then makes the start fail at once.
+	return !starting && pc != nil && pc.Exited()
 }
 
 // StderrTail returns the last lines the connector wrote to its stderr (about 2 KiB).
@@ -277,10 +322,18 @@ func (c *Client) StderrTail() string {
 func (c *Client) Kill() {
 	c.mu.Lock()
 	c.killed = true
-	pc, pump := c.pc, c.pump
+	pc, pump, starting, stopProc := c.pc, c.pump, c.starting, c.stopProc
 	c.mu.Unlock()
+	if starting && stopProc != nil {
+		// No connection to shut down gracefully yet, and go-plugin's Kill would wait for the
+		// whole start: SIGKILL the process group now, which makes the start fail at once.
+		stopProc()
+	}
 	if pc != nil {
 		c.killPlugin(pc)
+	}
+	if stopProc != nil {
+		stopProc() // the process is gone by now; releases the command's context
 	}
 	if pump != nil {
 		// Something outside the process group may keep the pipe open; don't wait for long.

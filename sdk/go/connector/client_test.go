@@ -335,3 +335,44 @@ func TestMissingWorkingDirectory(t *testing.T) {
 		t.Fatalf("Start error = %v", err)
 	}
 }
+
+func TestKillDuringStart(t *testing.T) {
+	// A connector that never completes the handshake: Start would wait the whole StartTimeout.
+	c := newTestClient(t, ClientConfig{Command: "sleep 60; true", StartTimeout: 30 * time.Second})
+	startErr := make(chan error, 1)
+	go func() { startErr <- c.Start() }()
+	time.Sleep(300 * time.Millisecond) // let the start reach go-plugin's handshake wait
+
+	begin := time.Now()
+	exited := make(chan bool, 1)
+	go func() { exited <- c.Exited() }()
+	select {
+	case <-exited:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Exited blocked during Start")
+	}
+	killed := make(chan struct{})
+	go func() {
+		c.Kill()
+		close(killed)
+	}()
+	select {
+	case <-killed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Kill blocked during Start")
+	}
+	select {
+	case err := <-startErr:
+		if err == nil || !strings.Contains(err.Error(), "killed") {
+			t.Errorf("Start error = %v, want one saying the client was killed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Start did not return after Kill")
+	}
+	if d := time.Since(begin); d > 5*time.Second {
+		t.Errorf("Kill during Start took %s", d)
+	}
+	if err := c.Start(); err == nil {
+		t.Error("Start after Kill succeeded")
+	}
+}

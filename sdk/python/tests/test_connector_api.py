@@ -74,3 +74,63 @@ def test_callback_without_conn_info_fails_the_upsert():
     cb._sync_returned()
     with pytest.raises(UpsertError, match="Sync has already returned"):
         cb.upsert([DataObject("a")])
+
+
+class _AbortCalled(Exception):
+    pass
+
+
+class _FakeContext:
+    def __init__(self):
+        self.aborted = None
+
+    def is_active(self):
+        return True
+
+    def abort(self, code, details):
+        self.aborted = (code, details)
+        raise _AbortCalled()
+
+
+def _sync_failure(exc):
+    from tributary_connector import Connector
+    from tributary_connector.server import ConnectorService
+
+    class Failing(Connector):
+        def sync(self, options, callback):
+            raise exc()
+
+    context = _FakeContext()
+    service = ConnectorService(Failing(), Broker(), dial_timeout=0.05)
+    with pytest.raises(_AbortCalled):
+        service.Sync(connector_pb2.SyncRequest(options="{}", callback_handler_server=3), context)
+    return context.aborted
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
+                                  grpc.StatusCode.UNAVAILABLE])
+def test_failed_upsert_keeps_the_hosts_status_code(code):
+    def upsert_error():
+        return UpsertError("page refused", code)
+
+    got_code, details = _sync_failure(upsert_error)
+    assert got_code == code
+    assert details == str(upsert_error())
+
+    def wrapped():  # raised `from` the host's error, like Go's %w
+        try:
+            raise upsert_error()
+        except UpsertError as e:
+            try:
+                raise RuntimeError("page 2: " + str(e)) from e
+            except RuntimeError as wrapped_error:
+                return wrapped_error
+
+    assert _sync_failure(wrapped)[0] == code
+
+
+def test_plain_exception_and_unreached_host_are_unknown():
+    assert _sync_failure(lambda: ValueError("bad options")) == (grpc.StatusCode.UNKNOWN,
+                                                                "bad options")
+    assert _sync_failure(lambda: UpsertError("timeout waiting for connection info"))[0] == \
+        grpc.StatusCode.UNKNOWN

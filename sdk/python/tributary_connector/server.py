@@ -53,6 +53,22 @@ def _metadata_text(result: Any) -> str:
     return json.dumps(result, separators=(",", ":"), ensure_ascii=False)
 
 
+def _sync_error_code(error: BaseException) -> grpc.StatusCode:
+    """The gRPC code a failed Sync reports: the host's own status when the failure is (or was raised
+    ``from``) a failed callback call (RESOURCE_EXHAUSTED, ABORTED, UNAVAILABLE, ...), as the Go and
+    C++ SDKs do; UNKNOWN for the connector's plain exceptions."""
+    seen = set()
+    e: Optional[BaseException] = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, CallbackError):
+            if e.code is not None and e.code != grpc.StatusCode.OK:
+                return e.code
+            break
+        e = e.__cause__
+    return grpc.StatusCode.UNKNOWN
+
+
 class _Streams:
     """Per-call wake-up events of the long-lived streams, so that shutdown ends them at once."""
 
@@ -94,21 +110,24 @@ class ConnectorService(connector_pb2_grpc.ConnectorServicer):
                             dial_timeout=self._dial_timeout)
         log.debug("sync started", extra={"callback_id": request.callback_handler_server})
         error: Optional[str] = None
+        code = grpc.StatusCode.UNKNOWN
         metadata = ""
         try:
             metadata = _metadata_text(self._connector.sync(request.options, callback))
         except CallbackError as e:
             error = str(e)
+            code = _sync_error_code(e)
         except Exception as e:  # the connector's own failure: its text becomes the gRPC error
             error = str(e) or type(e).__name__
+            code = _sync_error_code(e)
             log.debug("sync raised", exc_info=True)
         finally:
             callback._sync_returned()
         fields = {"pages": callback.pages_sent, "objects": callback.objects_sent,
                   "seconds": round(time.monotonic() - started, 3)}
         if error is not None:
-            log.error("sync failed", extra=dict(fields, error=error))
-            context.abort(grpc.StatusCode.UNKNOWN, error)
+            log.error("sync failed", extra=dict(fields, error=error, code=code.name))
+            context.abort(code, error)
         log.info("sync finished", extra=fields)
         return connector_pb2.EndSync(metadata=metadata)
 

@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -12,6 +13,9 @@ namespace tributary::log {
 enum class Level { Trace = 0, Debug = 1, Info = 2, Warn = 3, Error = 4 };
 
 std::string_view levelName(Level level);
+
+/// Parses a level name (trace, debug, info, warn or warning, error; any case).
+std::optional<Level> parseLevel(std::string_view name);
 
 /// One structured log record. `fields` is a JSON object of extra key/values.
 struct Record {
