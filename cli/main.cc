@@ -9,7 +9,11 @@
 #include <cstdio>
 #include <iostream>
 #include <optional>
+#include <pthread.h>
+#include <signal.h>
+#include <stop_token>
 #include <string>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
@@ -111,7 +115,16 @@ class PrintingSink : public ph::PageSink {
  public:
   PrintingSink(bool json, bool quiet) : json_(json), quiet_(quiet) {}
 
+  // A page counts as stored once it is on stdout, so a failed write refuses the page.
   absl::Status onPage(const proto::SyncResponse& page) override {
+    absl::Status printed = print(page);
+    if (printed.ok() && !std::cout.flush()) {
+      printed = absl::UnavailableError("cannot write to stdout");
+    }
+    return printed;
+  }
+
+  absl::Status print(const proto::SyncResponse& page) {
     ++pages_;
     if (quiet_) {
       return absl::OkStatus();
@@ -158,8 +171,25 @@ int runConnector(const Args& args) {
     return 1;
   }
   PrintingSink sink(args.json, args.quiet);
+  // SIGINT/SIGTERM cancel the Sync; the connector is then shut down the normal way.
+  std::stop_source stop;
+  std::jthread signals([&stop](const std::stop_token& done) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    const timespec tick{0, 200'000'000};
+    while (!done.stop_requested()) {
+      if (sigtimedwait(&set, nullptr, &tick) > 0) {
+        std::cerr << "tributary: interrupted; stopping the connector\n";
+        stop.request_stop();
+        return;
+      }
+    }
+  });
   const auto started = std::chrono::steady_clock::now();
-  auto result = (*client)->sync(args.options, sink, std::chrono::seconds(args.timeout_seconds));
+  auto result = (*client)->sync(args.options, sink, std::chrono::seconds(args.timeout_seconds),
+                                stop.get_token());
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   (*client)->kill();
@@ -193,6 +223,12 @@ int runConnector(const Args& args) {
 int main(int argc, char** argv) {
   // A connector that closes its end of a socket must not kill the host.
   std::signal(SIGPIPE, SIG_IGN);
+  // Delivered to the signal thread of runConnector only (blocked before any thread starts).
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   const std::vector<std::string> args_in(argv + 1, argv + argc);
   if (!args_in.empty() && (args_in[0] == "-h" || args_in[0] == "--help" || args_in[0] == "help")) {
     std::cout << kUsage;
