@@ -60,7 +60,7 @@ bool nameAllowed(std::string_view name, const std::vector<std::string>& allowed)
 // `sh -c` forks a command instead of replacing itself, and a forked child loses
 // PR_SET_PDEATHSIG: the connector would outlive a crashed host. A single simple command (c1's
 // `./s3/s3`, `python x.py`) is therefore run as `exec <command>`; anything else (lists, pipes,
-// redirections, assignments, keywords) is left to the shell as written.
+// redirections, assignments, keywords and builtins) is left to the shell as written.
 std::string shellCommand(const std::string& command) {
   const std::string_view trimmed = strings::trim(command);
   if (trimmed.empty() || trimmed.find_first_of(";&|()<>{}`\n") != std::string_view::npos) {
@@ -68,8 +68,11 @@ std::string shellCommand(const std::string& command) {
   }
   const std::string_view first = trimmed.substr(0, trimmed.find_first_of(" \t"));
   for (const std::string_view keyword :
-       {"if", "for", "while", "until", "case", "select", "function", "time", "!", "[[", "exec",
-        "cd", "export", "set", "."}) {
+       {"if",    "for",      "while",   "until", "case",  "select",   "function", "time",
+        "!",     "[[",       "[",       "exec",  "cd",    "export",   "set",      ".",
+        "exit",  "return",   "source",  "eval",  "trap",  "ulimit",   "umask",    "wait",
+        "read",  "shift",    "unset",   "alias", "test",  "true",     "false",    ":",
+        "break", "continue", "command", "type",  "local", "readonly", "kill",     "pwd"}) {
     if (first == keyword) {
       return command;
     }
