@@ -11,6 +11,8 @@
 #include <condition_variable>
 #include <mutex>
 #include <optional>
+#include <pthread.h>
+#include <signal.h>
 #include <thread>
 #include <vector>
 
@@ -234,6 +236,14 @@ class RedisLease final : public Lease {
   }
 
   void renewLoop(std::stop_token stop) {
+    // hiredis writes with plain write(2): a write to a connection Redis already closed would
+    // raise SIGPIPE. Block it on this thread (the write then fails with EPIPE and we reconnect).
+    // Threads that call acquire()/release() need the process to ignore SIGPIPE (the agent and
+    // the CLI do).
+    sigset_t pipe_set;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, nullptr);
     const std::chrono::milliseconds interval =
         acquire_.renew_interval.count() > 0 ? acquire_.renew_interval : acquire_.ttl / 3;
     const std::string ttl_text = std::to_string(acquire_.ttl.count());

@@ -207,7 +207,8 @@ class RunImpl final : public Run {
   absl::Status transact(std::string_view what, Body body);
   absl::Status finishOnce(const FinishRequest& request, RunSummary* summary);
   void abandon();
-  std::vector<PgParam> fenceParams(std::int64_t seq);
+  // $1 source, $2 token, $3 lease, $4 run.
+  std::vector<PgParam> fenceParams();
 
   std::string qs_;
   RunSpec spec_;
@@ -238,7 +239,7 @@ absl::Status RunImpl::checkLease(std::string_view what) const {
       strings::cat("lock lease check failed before ", what, ": ", status.message()));
 }
 
-std::vector<PgParam> RunImpl::fenceParams(std::int64_t /*seq*/) {
+std::vector<PgParam> RunImpl::fenceParams() {
   return {PgParam::text(source_text_), PgParam::text(token_text_), PgParam::text(spec_.lease_id),
           PgParam::text(run_text_)};
 }
@@ -274,7 +275,7 @@ PgOutcome RunImpl::executePage(PgConnection& conn, const PreparedPage& prepared,
   const std::string listing_text = std::to_string(state_.listing_id);
   const std::string received_text = std::to_string(prepared.received);
   const std::string duplicates_text = std::to_string(prepared.duplicates);
-  std::vector<PgParam> params = fenceParams(seq);
+  std::vector<PgParam> params = fenceParams();
   params.push_back(PgParam::text(seq_text));
   params.push_back(PgParam::text(listing_text));
   params.push_back(PgParam::text(received_text));
@@ -323,7 +324,7 @@ absl::StatusOr<bool> RunImpl::pageCommitted(PgConnection& conn, std::int64_t seq
 }
 
 absl::Status RunImpl::diagnoseFence(PgConnection& conn) {
-  std::vector<PgParam> params = fenceParams(0);
+  std::vector<PgParam> params = fenceParams();
   params.push_back(PgParam::text("0"));
   PgOutcome check =
       conn.execParams(strings::cat("SELECT ", qs_, ".check_fence($1, $2, $3, $4, $5)"), params);
@@ -487,7 +488,7 @@ absl::Status RunImpl::clean() {
   TRIBUTARY_RETURN_IF_ERROR(checkLease("Clean"));
   std::int64_t new_listing = 0;
   absl::Status status = transact("Clean", [&](PgConnection& conn) -> TxResult {
-    std::vector<PgParam> fence = fenceParams(0);
+    std::vector<PgParam> fence = fenceParams();
     fence.push_back(PgParam::text("0"));
     PgOutcome check =
         conn.execParams(strings::cat("SELECT ", qs_, ".check_fence($1, $2, $3, $4, $5)"), fence);
@@ -572,7 +573,7 @@ absl::Status RunImpl::finishOnce(const FinishRequest& request, RunSummary* summa
     bool applied = false;
     std::string note;
     if (request.success) {
-      std::vector<PgParam> fence = fenceParams(0);
+      std::vector<PgParam> fence = fenceParams();
       fence.push_back(PgParam::text("0"));
       PgOutcome check =
           conn.execParams(strings::cat("SELECT ", qs_, ".check_fence($1, $2, $3, $4, $5)"), fence);

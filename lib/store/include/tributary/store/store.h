@@ -47,8 +47,8 @@ std::string_view deletionPolicyName(DeletionPolicy policy);
 /// "Keep" / "Mark" / "Delete" (case-insensitive).
 absl::StatusOr<DeletionPolicy> parseDeletionPolicy(std::string_view text);
 
-/// How pages are sent to PostgreSQL. kUnnestArrays is the measured winner (README.md,
-/// "Choosing the write method"); kCopyStaging is kept for the benchmark's comparison.
+/// How pages are sent to PostgreSQL. UnnestArrays is the measured winner (README.md,
+/// "Choosing the write method"); CopyStaging is kept for the benchmark's comparison.
 enum class WriteMethod { UnnestArrays, CopyStaging };
 
 /// Which statement shape writes a page (README.md, "Writing pages"). Adaptive is the default
