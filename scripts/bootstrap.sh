@@ -3,8 +3,9 @@
 #
 # Idempotent: a machine that already has every package is left alone (no `apt-get update`, no
 # output but one line), so scripts/test.sh can run it every time. On a fresh machine it must be
-# run as root (CI is). Services that come with the packages (postgresql, redis-server, prometheus)
-# are never left running: our tests start private instances on free loopback ports.
+# run as root (CI is). Services that come with the packages (postgresql, redis-server, prometheus
+# and sshd) are never left running or enabled: our tests start private instances on free loopback
+# ports.
 #
 # Environment:
 #   TRIBUTARY_BOOTSTRAP_EXTRA   extra Debian packages to install (space separated)
@@ -32,8 +33,9 @@ packages=(
   python3 python3-venv python3-pip
   # process tools used by tests and scripts (ps/pgrep, runuser, kill)
   procps util-linux
-  # lib/installer: archive unpacking (libgit2-dev and libcpprest-dev are listed above)
-  libarchive-dev
+  # lib/installer: archive unpacking (libgit2-dev and libcpprest-dev are listed above); sshd for
+  # the ssh:// remote tests (a private instance on a loopback port, never the system service)
+  libarchive-dev openssh-server
 )
 
 # Go: the Go SDK, the Go test connectors and hosts need Go >= 1.24 (go-plugin v1.8.0 requires it).
@@ -118,18 +120,26 @@ services_for() {
     postgresql) echo postgresql ;;
     redis-server) echo redis-server ;;
     prometheus) echo prometheus prometheus-node-exporter ;;
+    openssh-server) echo ssh ;;
   esac
 }
 for p in "${missing[@]}"; do
   for svc in $(services_for "${p}"); do
     if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
-      if systemctl is-active --quiet "${svc}" 2>/dev/null; then
-        log "stopping service ${svc} started by its package"
+      if systemctl is-active --quiet "${svc}" 2>/dev/null ||
+        systemctl is-enabled --quiet "${svc}" 2>/dev/null; then
+        log "stopping and disabling service ${svc} set up by its package"
         systemctl disable --now --quiet "${svc}" >/dev/null 2>&1 || true
       fi
-    elif command -v service >/dev/null && service "${svc}" status >/dev/null 2>&1; then
-      log "stopping service ${svc} started by its package"
-      service "${svc}" stop >/dev/null 2>&1 || true
+    else
+      if command -v service >/dev/null && service "${svc}" status >/dev/null 2>&1; then
+        log "stopping service ${svc} started by its package"
+        service "${svc}" stop >/dev/null 2>&1 || true
+      fi
+      # sysvinit: no start at boot either.
+      if [[ -x "/etc/init.d/${svc}" ]] && command -v update-rc.d >/dev/null; then
+        update-rc.d "${svc}" disable >/dev/null 2>&1 || true
+      fi
     fi
   done
 done
