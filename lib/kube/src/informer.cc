@@ -1,0 +1,457 @@
+#include "tributary/kube/informer.h"
+
+#include "tributary/common/strings.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace tributary::kube {
+
+// --- Store ------------------------------------------------------------------------------------
+
+ObjectPtr Store::get(std::string_view key) const {
+  std::lock_guard lock(mu_);
+  const auto it = items_.find(key);
+  return it == items_.end() ? nullptr : it->second;
+}
+
+std::vector<ObjectPtr> Store::list() const {
+  std::lock_guard lock(mu_);
+  std::vector<ObjectPtr> out;
+  out.reserve(items_.size());
+  for (const auto& [_, obj] : items_) {
+    out.push_back(obj);
+  }
+  return out;
+}
+
+std::vector<std::string> Store::keys() const {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> out;
+  out.reserve(items_.size());
+  for (const auto& [key, _] : items_) {
+    out.push_back(key);
+  }
+  return out;
+}
+
+std::size_t Store::size() const {
+  std::lock_guard lock(mu_);
+  return items_.size();
+}
+
+std::optional<Delta> Store::apply(WatchEvent::Type type, Json object) {
+  std::string key = keyOf(object);
+  std::lock_guard lock(mu_);
+  const auto it = items_.find(key);
+  if (type == WatchEvent::Type::Deleted) {
+    if (it == items_.end()) {
+      return std::nullopt;
+    }
+    Delta delta{Delta::Type::Deleted, key, it->second,
+                std::make_shared<const Json>(std::move(object)), false};
+    items_.erase(it);
+    return delta;
+  }
+  if (type != WatchEvent::Type::Added && type != WatchEvent::Type::Modified) {
+    return std::nullopt;
+  }
+  auto stored = std::make_shared<const Json>(std::move(object));
+  if (it == items_.end()) {
+    items_.emplace(key, stored);
+    return Delta{Delta::Type::Added, std::move(key), nullptr, std::move(stored), false};
+  }
+  if (resourceVersionOf(*it->second) == resourceVersionOf(*stored)) {
+    return std::nullopt;  // a replay of what we have
+  }
+  Delta delta{Delta::Type::Updated, key, it->second, stored, false};
+  it->second = std::move(stored);
+  return delta;
+}
+
+std::vector<Delta> Store::replace(std::vector<Json> items) {
+  std::vector<Delta> deltas;
+  std::lock_guard lock(mu_);
+  std::map<std::string, ObjectPtr, std::less<>> next;
+  for (Json& item : items) {
+    std::string key = keyOf(item);
+    auto obj = std::make_shared<const Json>(std::move(item));
+    const auto old = items_.find(key);
+    if (old == items_.end()) {
+      deltas.push_back(Delta{Delta::Type::Added, key, nullptr, obj, false});
+    } else if (resourceVersionOf(*old->second) != resourceVersionOf(*obj)) {
+      deltas.push_back(Delta{Delta::Type::Updated, key, old->second, obj, false});
+    } else {
+      obj = old->second;  // unchanged: keep the same instance
+    }
+    next[std::move(key)] = std::move(obj);
+  }
+  for (const auto& [key, obj] : items_) {
+    if (next.find(key) == next.end()) {
+      deltas.push_back(Delta{Delta::Type::Deleted, key, obj, obj, true});
+    }
+  }
+  items_ = std::move(next);
+  return deltas;
+}
+
+// --- Backoff ----------------------------------------------------------------------------------
+
+Backoff::Backoff(std::chrono::milliseconds initial, std::chrono::milliseconds max, double factor,
+                 std::uint64_t seed)
+    : initial_(initial), max_(max), factor_(factor), rng_(seed) {}
+
+std::chrono::milliseconds Backoff::next() {
+  const double base = static_cast<double>(initial_.count()) *
+                      std::pow(factor_, static_cast<double>(std::min(attempt_, 62)));
+  const double capped = std::min(base, static_cast<double>(max_.count()));
+  ++attempt_;
+  std::uniform_real_distribution<double> jitter(0.5, 1.0);
+  return std::chrono::milliseconds(static_cast<std::int64_t>(capped * jitter(rng_)));
+}
+
+// --- Informer ---------------------------------------------------------------------------------
+
+Informer::Informer(std::shared_ptr<Client> client, InformerOptions options)
+    : client_(std::move(client)),
+      options_(std::move(options)),
+      log_(options_.logger ? options_.logger->with({{"resource", options_.type.qualifiedName()},
+                                                    {"namespace", options_.ns}})
+                           : log::Logger("kube.informer")
+                                 .with({{"resource", options_.type.qualifiedName()},
+                                        {"namespace", options_.ns}})) {
+  if (options_.page_size <= 0) {
+    options_.page_size = 500;
+  }
+  if (options_.max_watch_timeout < options_.min_watch_timeout) {
+    options_.max_watch_timeout = options_.min_watch_timeout;
+  }
+}
+
+Informer::~Informer() { stop(); }
+
+void Informer::addEventHandler(EventHandler handler) {
+  if (started_.load()) {
+    log_.error("addEventHandler after start() is ignored");
+    return;
+  }
+  handlers_.push_back(std::move(handler));
+}
+
+void Informer::start() {
+  if (started_.exchange(true)) {
+    return;
+  }
+  dispatcher_ = std::jthread([this](const std::stop_token& stop) { dispatchLoop(stop); });
+  reflector_ = std::jthread([this](const std::stop_token& stop) { reflectorLoop(stop); });
+}
+
+void Informer::stop() {
+  if (reflector_.joinable()) {
+    reflector_.request_stop();
+  }
+  if (dispatcher_.joinable()) {
+    dispatcher_.request_stop();
+  }
+  cv_.notify_all();
+  if (reflector_.joinable()) {
+    reflector_.join();
+  }
+  if (dispatcher_.joinable()) {
+    dispatcher_.join();
+  }
+}
+
+bool Informer::waitForSync(std::chrono::milliseconds timeout) const {
+  std::unique_lock lock(mu_);
+  return cv_.wait_for(lock, timeout, [this] { return synced_.load(); });
+}
+
+std::string Informer::lastResourceVersion() const {
+  std::lock_guard lock(mu_);
+  return last_rv_;
+}
+
+InformerStats Informer::stats() const {
+  std::lock_guard lock(mu_);
+  return stats_;
+}
+
+void Informer::setLastRv(std::string rv) {
+  std::lock_guard lock(mu_);
+  last_rv_ = std::move(rv);
+}
+
+void Informer::push(std::vector<Notification> batch) {
+  if (batch.empty()) {
+    return;
+  }
+  {
+    std::lock_guard lock(mu_);
+    for (Notification& n : batch) {
+      queue_.push_back(std::move(n));
+    }
+  }
+  cv_.notify_all();
+}
+
+bool Informer::sleepFor(std::chrono::milliseconds d, const std::stop_token& stop) {
+  std::unique_lock lock(mu_);
+  return !cv_.wait_for(lock, stop, d, [] { return false; }) && !stop.stop_requested();
+}
+
+absl::Status Informer::listAndReplace(const std::stop_token& stop) {
+  ListOptions list_options;
+  list_options.label_selector = options_.label_selector;
+  list_options.field_selector = options_.field_selector;
+  list_options.limit = options_.page_size;
+  // resourceVersion "" = a consistent (quorum) read: never older than anything seen before.
+  auto listed = client_->listAll(options_.type, options_.ns, list_options);
+  if (!listed.ok()) {
+    return listed.status();
+  }
+  if (stop.stop_requested()) {
+    return absl::CancelledError("stopped");
+  }
+  const std::string rv = listed->resource_version;
+  const std::size_t count = listed->items.size();
+  std::vector<Delta> deltas = store_.replace(std::move(listed->items));
+  const bool initial = !listed_once_;
+  std::vector<Notification> batch;
+  batch.reserve(deltas.size() + 1);
+  for (Delta& d : deltas) {
+    batch.push_back(Notification{std::move(d), initial, false});
+  }
+  if (initial) {
+    batch.push_back(Notification{Delta{}, false, true});
+    listed_once_ = true;
+  }
+  {
+    std::lock_guard lock(mu_);
+    last_rv_ = rv;
+    ++stats_.lists;
+  }
+  push(std::move(batch));
+  log_.debug("listed", {{"items", count}, {"resourceVersion", rv}, {"changes", deltas.size()}});
+  return absl::OkStatus();
+}
+
+void Informer::reflectorLoop(const std::stop_token& stop) {
+  Backoff backoff(options_.backoff_initial, options_.backoff_max);
+  bool need_list = true;
+  int failures = 0;
+  while (!stop.stop_requested()) {
+    if (need_list) {
+      const absl::Status listed = listAndReplace(stop);
+      if (stop.stop_requested()) {
+        break;
+      }
+      if (!listed.ok()) {
+        const auto delay = backoff.next();
+        log_.warn("list failed; retrying",
+                  {{"error", std::string(listed.message())}, {"retry_in_ms", delay.count()}});
+        sleepFor(delay, stop);
+        continue;
+      }
+      need_list = false;
+      failures = 0;
+      backoff.reset();
+    }
+
+    WatchOptions watch_options;
+    watch_options.label_selector = options_.label_selector;
+    watch_options.field_selector = options_.field_selector;
+    watch_options.resource_version = lastResourceVersion();
+    watch_options.allow_bookmarks = true;
+    {
+      std::uniform_int_distribution<std::int64_t> pick(options_.min_watch_timeout.count(),
+                                                       options_.max_watch_timeout.count());
+      watch_options.timeout_seconds = pick(rng_);
+    }
+    watch_options.idle_timeout = options_.idle_timeout;
+    {
+      std::lock_guard lock(mu_);
+      ++stats_.watches;
+    }
+
+    bool gone = false;
+    absl::Status event_error;
+    std::uint64_t received = 0;
+    const auto started = std::chrono::steady_clock::now();
+    const absl::Status watched = client_->watch(
+        options_.type, options_.ns, watch_options,
+        [&](WatchEvent&& event) -> bool {
+          ++received;
+          switch (event.type) {
+            case WatchEvent::Type::Bookmark: {
+              std::string rv = resourceVersionOf(event.object);
+              std::lock_guard lock(mu_);
+              ++stats_.bookmarks;
+              if (!rv.empty()) {
+                last_rv_ = std::move(rv);
+              }
+              return true;
+            }
+            case WatchEvent::Type::Error: {
+              const Json& code = event.object.is_object() && event.object.contains("code")
+                                     ? event.object["code"]
+                                     : Json();
+              const std::string message = event.object.is_object() &&
+                                                  event.object.contains("message") &&
+                                                  event.object["message"].is_string()
+                                              ? event.object["message"].get<std::string>()
+                                              : event.object.dump();
+              if (code.is_number_integer() && code.get<int>() == 410) {
+                gone = true;
+              } else {
+                event_error = absl::UnavailableError(strings::cat("watch ERROR event: ", message));
+              }
+              log_.info("watch error event", {{"message", message}, {"gone", gone}});
+              return false;
+            }
+            default:
+              break;
+          }
+          std::string rv = resourceVersionOf(event.object);
+          auto delta = store_.apply(event.type, std::move(event.object));
+          {
+            std::lock_guard lock(mu_);
+            if (!rv.empty()) {
+              last_rv_ = std::move(rv);
+            }
+            if (delta) {
+              queue_.push_back(Notification{std::move(*delta), false, false});
+            }
+          }
+          if (delta) {
+            cv_.notify_all();
+          }
+          return true;
+        },
+        stop);
+    if (stop.stop_requested()) {
+      break;
+    }
+    const auto lasted = std::chrono::steady_clock::now() - started;
+    if (gone || isGone(watched)) {
+      {
+        std::lock_guard lock(mu_);
+        ++stats_.relists_gone;
+      }
+      log_.info("resourceVersion expired (410 Gone); listing again");
+      need_list = true;
+      if (failures++ > 0) {
+        sleepFor(backoff.next(), stop);  // repeated 410s: do not hammer the server
+      }
+      continue;
+    }
+    const absl::Status result = !watched.ok() ? watched : event_error;
+    if (result.ok()) {
+      // The server ended the stream (timeoutSeconds): watch again at once.
+      failures = 0;
+      if (received > 0 || lasted > std::chrono::seconds(1)) {
+        backoff.reset();
+      } else {
+        sleepFor(backoff.next(), stop);  // an empty stream that ended at once
+      }
+      continue;
+    }
+    {
+      std::lock_guard lock(mu_);
+      ++stats_.watch_errors;
+      if (absl::IsDeadlineExceeded(result)) {
+        ++stats_.idle_timeouts;
+      }
+    }
+    if (received > 0) {
+      backoff.reset();
+      failures = 0;
+    }
+    ++failures;
+    if (absl::IsDeadlineExceeded(result) && received == 0 && failures == 1) {
+      // Idle stream: reconnect at once from the last resourceVersion.
+      log_.info("watch idle; reconnecting", {{"error", std::string(result.message())}});
+      continue;
+    }
+    if (failures >= options_.relist_after_failures) {
+      need_list = true;
+      failures = 0;
+    }
+    const auto delay = backoff.next();
+    log_.warn("watch failed; retrying", {{"error", std::string(result.message())},
+                                         {"retry_in_ms", delay.count()},
+                                         {"relist", need_list}});
+    sleepFor(delay, stop);
+  }
+}
+
+void Informer::dispatchLoop(const std::stop_token& stop) {
+  auto next_resync = std::chrono::steady_clock::now() + options_.resync_period;
+  while (!stop.stop_requested()) {
+    Notification n;
+    {
+      std::unique_lock lock(mu_);
+      const auto ready = [this] { return !queue_.empty(); };
+      if (options_.resync_period.count() > 0) {
+        cv_.wait_until(lock, stop, next_resync, ready);
+      } else {
+        cv_.wait(lock, stop, ready);
+      }
+      if (stop.stop_requested()) {
+        return;
+      }
+      if (queue_.empty()) {
+        lock.unlock();
+        // Resync: replay every cached object as an update (level-triggered safety net).
+        if (synced_.load()) {
+          for (const ObjectPtr& obj : store_.list()) {
+            for (const EventHandler& h : handlers_) {
+              if (h.on_update) {
+                h.on_update(*obj, *obj);
+              }
+            }
+          }
+        }
+        next_resync = std::chrono::steady_clock::now() + options_.resync_period;
+        continue;
+      }
+      n = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    if (n.synced_marker) {
+      synced_.store(true);
+      std::lock_guard lock(mu_);
+      cv_.notify_all();
+      continue;
+    }
+    {
+      std::lock_guard lock(mu_);
+      ++stats_.events;
+    }
+    for (const EventHandler& h : handlers_) {
+      try {
+        switch (n.delta.type) {
+          case Delta::Type::Added:
+            if (h.on_add) {
+              h.on_add(*n.delta.object, n.initial);
+            }
+            break;
+          case Delta::Type::Updated:
+            if (h.on_update) {
+              h.on_update(*n.delta.old_object, *n.delta.object);
+            }
+            break;
+          case Delta::Type::Deleted:
+            if (h.on_delete) {
+              h.on_delete(*n.delta.object, n.delta.final_state_unknown);
+            }
+            break;
+        }
+      } catch (const std::exception& e) {
+        log_.error("event handler threw", {{"key", n.delta.key}, {"error", e.what()}});
+      }
+    }
+  }
+}
+
+}  // namespace tributary::kube
