@@ -49,6 +49,31 @@ absl::StatusOr<CommandResult> runCommand(const CommandSpec& spec, const std::sto
 absl::Status commandError(std::string_view what, const CommandSpec& spec,
                           const CommandResult& result);
 
+/// A helper program of ours (not user code): argv[0] is an absolute path, the environment is
+/// the installer's own, `input` is written to its stdin (then closed), stdout is kept whole (up
+/// to `max_output_bytes`), stderr's tail. Same isolation as commands: own session,
+/// PDEATHSIG, no inherited descriptors. At the deadline or on `stop` the process group is
+/// killed at once (SIGKILL) and reaped before this returns.
+struct ProcessSpec {
+  std::vector<std::string> argv;
+  std::string input;
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  std::size_t max_output_bytes = 1U << 20U;
+  std::size_t stderr_tail_bytes = 4096;
+};
+
+struct ProcessResult {
+  int exit_code = -1;
+  int signal = 0;
+  bool timed_out = false;
+  bool cancelled = false;
+  std::string output;  ///< stdout
+  std::string errors;  ///< tail of stderr
+  std::chrono::milliseconds duration{0};
+};
+
+absl::StatusOr<ProcessResult> runProcess(const ProcessSpec& spec, const std::stop_token& stop = {});
+
 /// Builds the environment of install commands: the host variables named in `inherited`
 /// (a trailing `*` matches a prefix), then `extra`, then `spec_env`.
 std::map<std::string, std::string> buildEnv(const std::vector<std::string>& inherited,

@@ -6,7 +6,9 @@
 #include "archive_extract.h"
 #include "cache.h"
 #include "command.h"
+#include "git_process.h"
 #include "http_fetch.h"
+#include "known_hosts.h"
 #include "local_copy.h"
 #include "util.h"
 #include "vcs.h"
@@ -238,7 +240,38 @@ class InstallerImpl : public Installer {
     std::stop_token stop;
     Clock::time_point started = Clock::now();
     std::map<std::string, std::string> command_env;
+    fs::path git_helper;
   };
+
+  // An ssh remote is trusted only through the secret's known_hosts (or an explicit, logged
+  // opt-out). Checked before any connection is made.
+  static absl::Status checkSshHostKeys(Job& job) {
+    std::string host;
+    int port = 22;
+    if (!internal::parseSshUrl(job.spec.uri, &host, &port)) {
+      return absl::OkStatus();
+    }
+    const Credentials* creds = job.credentials ? &*job.credentials : nullptr;
+    if (creds != nullptr && creds->insecure_skip_host_key_verification) {
+      job.logger.warn(
+          "SSH host key verification is disabled by the secret: anyone on the network path can "
+          "impersonate the git server",
+          {{"uri", redactUri(job.spec.uri)}, {"secret", job.spec.secret_ref}});
+      return absl::OkStatus();
+    }
+    if (creds == nullptr || creds->known_hosts.empty()) {
+      return absl::FailedPreconditionError(strings::cat(
+          "ssh remote ", redactUri(job.spec.uri),
+          " needs the server's host key: add a "
+          "`known_hosts` key to ",
+          job.spec.secret_ref.empty() ? std::string("the connector's secret (set secret_ref)")
+                                      : strings::cat("secret '", job.spec.secret_ref, "'"),
+          " with a line for ", internal::knownHostsName(host, port), " (e.g. from `ssh-keyscan",
+          port == 22 ? std::string() : strings::cat(" -p ", port), " ", host,
+          "`, checked against a trusted source)"));
+    }
+    return absl::OkStatus();
+  }
 
   absl::StatusOr<Installation> run(const ConnectorSpec& spec, std::stop_token stop, bool update) {
     TRIBUTARY_RETURN_IF_ERROR(validate(spec));
@@ -249,6 +282,7 @@ class InstallerImpl : public Installer {
             options_.logger.with({{"connector", spec.name}}),
             std::move(stop),
             Clock::now(),
+            {},
             {}};
     TRIBUTARY_RETURN_IF_ERROR(prepare(job));
     auto result = runLocked(job, update);
@@ -297,6 +331,10 @@ class InstallerImpl : public Installer {
     }
     if (spec.source == Source::Local) {
       TRIBUTARY_RETURN_IF_ERROR(checkLocalSource(localPath(spec)));
+    }
+    if (spec.source == Source::Vcs) {
+      TRIBUTARY_RETURN_IF_ERROR(checkSshHostKeys(job));
+      TRIBUTARY_ASSIGN_OR_RETURN(job.git_helper, internal::findGitHelper(options_.git_helper));
     }
     job.command_env = internal::buildEnv(options_.inherited_env, options_.command_env, spec.env);
     job.command_env["TRIBUTARY_CONNECTOR_NAME"] = spec.name;
@@ -380,7 +418,8 @@ class InstallerImpl : public Installer {
       case Source::Vcs: {
         TRIBUTARY_ASSIGN_OR_RETURN(
             const internal::VcsRevision rev,
-            internal::fetchAndCheckout(vcsSpec(job), staging.root(), job.stop));
+            internal::fetchAndCheckoutIsolated(job.git_helper, vcsSpec(job), staging.root(),
+                                               options_.fetch_timeout, job.stop));
         fetched.revision = rev.commit;
         fetched.resolved_commit = rev.commit;
         fetched.resolved_ref = rev.resolved_ref;
@@ -465,7 +504,8 @@ class InstallerImpl : public Installer {
   absl::StatusOr<Installation> updateVcs(Job& job, const VersionRecord& current) {
     const ConnectorSpec& spec = job.spec;
     TRIBUTARY_ASSIGN_OR_RETURN(const internal::VcsRevision remote,
-                               internal::resolveRemote(vcsSpec(job), job.stop));
+                               internal::resolveRemoteIsolated(job.git_helper, vcsSpec(job),
+                                                               options_.fetch_timeout, job.stop));
     const std::string current_commit = current.manifest.value("resolved_commit", "");
     if (remote.commit == current_commit) {
       return reuse(job, current, "already up to date");
@@ -477,8 +517,10 @@ class InstallerImpl : public Installer {
     // Start from the current version (its objects and build outputs): only new objects are
     // fetched and incremental builds stay incremental.
     TRIBUTARY_RETURN_IF_ERROR(internal::copyLocal(current.info.root, staging.root(), job.stop));
-    TRIBUTARY_ASSIGN_OR_RETURN(const internal::VcsRevision rev,
-                               internal::fetchAndCheckout(vcsSpec(job), staging.root(), job.stop));
+    TRIBUTARY_ASSIGN_OR_RETURN(
+        const internal::VcsRevision rev,
+        internal::fetchAndCheckoutIsolated(job.git_helper, vcsSpec(job), staging.root(),
+                                           options_.fetch_timeout, job.stop));
     Fetched fetched;
     fetched.revision = rev.commit;
     fetched.resolved_commit = rev.commit;

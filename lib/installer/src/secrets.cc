@@ -35,6 +35,13 @@ std::vector<std::string> Credentials::secretValues() const {
       out.push_back(*s);
     }
   }
+  // A message quoting a piece of the key is caught too: every line of its base64 body.
+  for (const auto line : strings::split(ssh_private_key, '\n')) {
+    const std::string_view l = strings::trim(line);
+    if (l.size() >= 16 && l.find("-----") == std::string_view::npos) {
+      out.emplace_back(l);
+    }
+  }
   return out;
 }
 
@@ -61,7 +68,8 @@ absl::StatusOr<Credentials> DirectorySecretResolver::resolve(std::string_view re
                                                        {"password", &creds.password},
                                                        {"ssh-privatekey", &creds.ssh_private_key},
                                                        {"ssh-publickey", &creds.ssh_public_key},
-                                                       {"ssh-passphrase", &creds.ssh_passphrase}};
+                                                       {"ssh-passphrase", &creds.ssh_passphrase},
+                                                       {"known_hosts", &creds.known_hosts}};
   for (const auto& [key, field] : keys) {
     const auto path = dir / key;
     if (!std::filesystem::exists(path, ec)) {
@@ -81,9 +89,29 @@ absl::StatusOr<Credentials> DirectorySecretResolver::resolve(std::string_view re
       }
     }
   }
-  if (creds.empty()) {
-    return absl::FailedPreconditionError(strings::cat(
-        "secret '", ref, "' has none of the keys token, username, password, ssh-privatekey"));
+  const auto insecure = dir / "insecure-skip-host-key-verification";
+  if (std::filesystem::exists(insecure, ec)) {
+    auto value = internal::readFile(insecure, 64);
+    if (!value.ok()) {
+      return absl::Status(value.status().code(),
+                          strings::cat("cannot read key 'insecure-skip-host-key-verification' of "
+                                       "secret '",
+                                       ref, "'"));
+    }
+    const std::string flag = strings::toLower(strings::trim(*value));
+    if (flag == "true") {
+      creds.insecure_skip_host_key_verification = true;
+    } else if (flag != "false" && !flag.empty()) {
+      return absl::InvalidArgumentError(
+          strings::cat("key 'insecure-skip-host-key-verification' of secret '", ref,
+                       "' must be \"true\" or \"false\""));
+    }
+  }
+  if (creds.empty() && creds.known_hosts.empty()) {
+    return absl::FailedPreconditionError(
+        strings::cat("secret '", ref,
+                     "' has none of the keys token, username, password, ssh-privatekey, "
+                     "known_hosts"));
   }
   return creds;
 }

@@ -4,6 +4,8 @@
 #include "tributary/common/strings.h"
 #include "tributary/installer/spec.h"
 
+#include "known_hosts.h"
+
 #include <git2.h>
 #include <memory>
 #include <mutex>
@@ -46,6 +48,8 @@ struct CallbackState {
   bool cancelled = false;
   bool auth_failed = false;
   bool no_credentials = false;
+  int ssh_port = 22;                               // for known_hosts' `[host]:port`
+  absl::Status host_key_error = absl::OkStatus();  // why the SSH host key was refused
 
   int check() {
     if (stop.stop_requested()) {
@@ -104,6 +108,43 @@ int credentialCallback(git_credential** out, const char* /*url*/, const char* us
   return GIT_EAUTH;
 }
 
+// SSH host keys are checked against the secret's known_hosts. libgit2 1.5.1 (CVE-2023-22742 fix)
+// would otherwise only consult $HOME/.ssh/known_hosts; its verdict (`valid`) is ignored so that
+// the secret is the one source of trust. TLS certificates keep libgit2's own validation.
+int certificateCallback(git_cert* cert, int /*valid*/, const char* host, void* payload) {
+  auto* state = static_cast<CallbackState*>(payload);
+  if (cert == nullptr || cert->cert_type != GIT_CERT_HOSTKEY_LIBSSH2) {
+    return GIT_PASSTHROUGH;
+  }
+  const Credentials* creds = state->credentials;
+  if (creds != nullptr && creds->insecure_skip_host_key_verification) {
+    return 0;  // The installer logged a warning.
+  }
+  const auto* key = reinterpret_cast<const git_cert_hostkey*>(cert);
+  OfferedHostKey offered;
+  if ((key->type & GIT_CERT_SSH_RAW) != 0 && key->hostkey != nullptr && key->hostkey_len > 0) {
+    offered.blob.assign(key->hostkey, key->hostkey_len);
+  } else if ((key->type & GIT_CERT_SSH_SHA256) != 0) {
+    offered.sha256.assign(reinterpret_cast<const char*>(key->hash_sha256),
+                          sizeof(key->hash_sha256));
+  }
+  const std::string host_name = host != nullptr ? host : "";
+  if (creds == nullptr || creds->known_hosts.empty()) {
+    const std::string fp =
+        offered.blob.empty()
+            ? (offered.sha256.empty() ? std::string("unknown") : sshFingerprint(offered.sha256))
+            : sshFingerprint(sha256Raw(offered.blob));
+    state->host_key_error = absl::FailedPreconditionError(strings::cat(
+        "cannot verify the SSH host key of ", knownHostsName(host_name, state->ssh_port),
+        " (it offered ", keyTypeOfBlob(offered.blob), offered.blob.empty() ? "" : " ", fp,
+        "): add a `known_hosts` key to the connector's secret (secret_ref) with the server's "
+        "host keys, e.g. from `ssh-keyscan`"));
+    return GIT_EUSER;
+  }
+  state->host_key_error = verifyHostKey(creds->known_hosts, host_name, state->ssh_port, offered);
+  return state->host_key_error.ok() ? 0 : GIT_EUSER;
+}
+
 int progressCallback(const git_indexer_progress* /*stats*/, void* payload) {
   return static_cast<CallbackState*>(payload)->check();
 }
@@ -115,6 +156,7 @@ int sidebandCallback(const char* /*str*/, int /*len*/, void* payload) {
 git_remote_callbacks makeCallbacks(CallbackState& state) {
   git_remote_callbacks callbacks = GIT_REMOTE_CALLBACKS_INIT;
   callbacks.credentials = credentialCallback;
+  callbacks.certificate_check = certificateCallback;
   callbacks.transfer_progress = progressCallback;
   callbacks.sideband_progress = sidebandCallback;
   callbacks.payload = &state;
@@ -133,6 +175,10 @@ absl::Status gitError(int rc, std::string_view what, const VcsSpec& spec,
     detail.replace(pos, spec.url.size(), url);
   }
   if (state != nullptr) {
+    if (!state->host_key_error.ok()) {
+      return absl::Status(state->host_key_error.code(),
+                          strings::cat(what, " ", url, ": ", state->host_key_error.message()));
+    }
     if (state->timed_out) {
       return absl::DeadlineExceededError(strings::cat(what, " ", url, ": timed out"));
     }
@@ -146,8 +192,17 @@ absl::Status gitError(int rc, std::string_view what, const VcsSpec& spec,
                        "(set secret_ref)"));
     }
     if (state->auth_failed || rc == GIT_EAUTH) {
+      std::string hint;
+      if (state->credentials != nullptr &&
+          sshKeyType(state->credentials->ssh_private_key, state->credentials->ssh_public_key) ==
+              "ssh-rsa" &&
+          parseSshUrl(spec.url, nullptr, nullptr)) {
+        hint =
+            " (libssh2 1.10 signs with RSA keys only as ssh-rsa/SHA-1, which OpenSSH 8.8+ servers "
+            "refuse by default: use an ed25519 or ECDSA key)";
+      }
       return absl::PermissionDeniedError(
-          strings::cat(what, " ", url, ": authentication failed with the given credentials"));
+          strings::cat(what, " ", url, ": authentication failed with the given credentials", hint));
     }
   }
   const std::string message = strings::cat(what, " ", url, ": ", detail);
@@ -370,6 +425,7 @@ absl::StatusOr<VcsRevision> resolveRemote(const VcsSpec& spec, const std::stop_t
   }
   RemotePtr remote(raw);
   CallbackState state{spec.credentials, spec.deadline, stop};
+  parseSshUrl(spec.url, nullptr, &state.ssh_port);
   TRIBUTARY_ASSIGN_OR_RETURN(const RemoteListing listing, listRemote(remote.get(), spec, state));
   TRIBUTARY_ASSIGN_OR_RETURN(const Target target, chooseTarget(listing, spec));
   return VcsRevision{target.remote_commit, target.resolved_ref};
@@ -390,6 +446,7 @@ absl::StatusOr<VcsRevision> fetchAndCheckout(const VcsSpec& spec, const fs::path
   TRIBUTARY_ASSIGN_OR_RETURN(RemotePtr remote, originRemote(repo.get(), spec));
 
   CallbackState state{spec.credentials, spec.deadline, stop};
+  parseSshUrl(spec.url, nullptr, &state.ssh_port);
   TRIBUTARY_ASSIGN_OR_RETURN(const RemoteListing listing, listRemote(remote.get(), spec, state));
   TRIBUTARY_ASSIGN_OR_RETURN(const Target target, chooseTarget(listing, spec));
   // The fetch is a new connection: it may need the credentials again.

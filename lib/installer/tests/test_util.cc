@@ -16,6 +16,8 @@
 #include <chrono>
 #include <fcntl.h>
 #include <fstream>
+#include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sstream>
 #include <stdio.h>
@@ -283,6 +285,128 @@ GitDaemon::~GitDaemon() { stopGroup(pid_); }
 std::string GitDaemon::url(const std::string& repo) const {
   return strings::cat("git://127.0.0.1:", port_, "/", repo);
 }
+
+namespace {
+std::string firstLine(std::string s) {
+  if (const auto nl = s.find('\n'); nl != std::string::npos) {
+    s.resize(nl);
+  }
+  return s;
+}
+}  // namespace
+
+SshServer::SshServer(const fs::path& dir, const std::string& authorized_keys,
+                     const std::string& host_key_type, const std::string& extra_config)
+    : dir_(dir) {
+  fs::create_directories(dir_);
+  const struct passwd* pw = ::getpwuid(::geteuid());
+  user_ = pw != nullptr ? pw->pw_name : "root";
+  if (::geteuid() == 0) {
+    fs::create_directories("/run/sshd");  // privilege separation directory
+  }
+  const fs::path host_key = dir_ / ("host_" + host_key_type);
+  shOk(strings::cat("ssh-keygen -q -t ", host_key_type, " -N '' -C host -f ",
+                    quote(host_key.string())));
+  // "ssh-ed25519 AAAA… host" → without the comment.
+  const std::string pub = firstLine(readFile(host_key.string() + ".pub"));
+  host_key_ = pub.substr(0, pub.rfind(' '));
+  const std::string fp = sh(strings::cat("ssh-keygen -l -E sha256 -f ",
+                                         quote(host_key.string() + ".pub")))
+                             .output;  // "256 SHA256:… host (ED25519)"
+  const auto start = fp.find("SHA256:");
+  host_fingerprint_ =
+      start == std::string::npos ? "" : fp.substr(start, fp.find(' ', start) - start);
+  writeFile(dir_ / "authorized_keys", authorized_keys);
+  for (int attempt = 0; attempt < 5 && port_ == 0; ++attempt) {
+    const int port = freePort();
+    writeFile(dir_ / "sshd_config",
+              strings::cat("Port ", port, "\nListenAddress 127.0.0.1\nHostKey ", host_key.string(),
+                           "\nAuthorizedKeysFile ", (dir_ / "authorized_keys").string(),
+                           "\nPidFile ", (dir_ / "sshd.pid").string(),
+                           "\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n"
+                           "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
+                           "PermitRootLogin prohibit-password\nAllowTcpForwarding no\n"
+                           "X11Forwarding no\nPrintMotd no\nLogLevel VERBOSE\n",
+                           extra_config, "\n"));
+    pid_ =
+        spawn({"/bin/sh", "-c",
+               strings::cat("exec /usr/sbin/sshd -D -e -f ", quote((dir_ / "sshd_config").string()),
+                            " 2>>", quote((dir_ / "sshd.log").string()))},
+              -1);
+    for (int i = 0; i < 250; ++i) {
+      if (canConnect(port)) {
+        port_ = port;
+        break;
+      }
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        break;  // Port taken (or a bad config: see log()).
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (port_ == 0 && pid_ > 0) {
+      stopGroup(pid_);
+      pid_ = -1;
+    }
+  }
+}
+
+SshServer::~SshServer() { stopGroup(pid_); }
+
+std::string SshServer::url(const fs::path& repo) const {
+  return strings::cat("ssh://", user_, "@127.0.0.1:", port_, repo.string());
+}
+
+std::string SshServer::log() const { return readFile(dir_ / "sshd.log"); }
+
+SshKey makeSshKey(const fs::path& dir, const std::string& name, const std::string& type,
+                  const std::string& format, const std::string& passphrase) {
+  fs::create_directories(dir);
+  const fs::path path = dir / name;
+  shOk(strings::cat("ssh-keygen -q -t ", type, format.empty() ? "" : " -m " + format, " -N ",
+                    quote(passphrase), " -C test -f ", quote(path.string())));
+  return {readFile(path), readFile(path.string() + ".pub")};
+}
+
+SilentServer::SilentServer() {
+  listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::listen(listen_fd_, 64) != 0 ||
+      ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    return;
+  }
+  port_ = ntohs(addr.sin_port);
+  thread_ = std::thread([this] {
+    while (!stop_) {
+      pollfd pfd{listen_fd_, POLLIN, 0};
+      if (::poll(&pfd, 1, 50) > 0) {
+        const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd >= 0) {
+          conns_.push_back(fd);  // held open, never read or written
+          ++accepted_;
+        }
+      }
+    }
+  });
+}
+
+SilentServer::~SilentServer() {
+  stop_ = true;
+  if (thread_.joinable()) {
+    thread_.join();
+  }
+  for (const int fd : conns_) {
+    ::close(fd);
+  }
+  ::close(listen_fd_);
+}
+
+int SilentServer::accepted() const { return accepted_; }
 
 void CapturingSink::write(const log::Record& record) {
   nlohmann::json line = {{"level", std::string(log::levelName(record.level))},

@@ -8,12 +8,14 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace tributary::installer::testing {
@@ -101,6 +103,65 @@ class GitDaemon {
  private:
   pid_t pid_ = -1;
   int port_ = 0;
+};
+
+/// A private `sshd` on a free loopback port: a fresh host key (ssh-keygen), only public-key
+/// logins with `authorized_keys`, the login of the user running the test (root in CI: sshd then
+/// needs /run/sshd, which is created). `extra_config` is appended to sshd_config.
+class SshServer {
+ public:
+  SshServer(const fs::path& dir, const std::string& authorized_keys,
+            const std::string& host_key_type = "ed25519", const std::string& extra_config = "");
+  ~SshServer();
+  SshServer(const SshServer&) = delete;
+  SshServer& operator=(const SshServer&) = delete;
+  [[nodiscard]] bool ok() const { return port_ > 0; }
+  [[nodiscard]] int port() const { return port_; }
+  [[nodiscard]] const std::string& user() const { return user_; }
+  /// "ssh-ed25519 AAAA…" (the .pub file without its comment).
+  [[nodiscard]] const std::string& hostKey() const { return host_key_; }
+  /// "SHA256:…" as `ssh-keygen -l` prints it.
+  [[nodiscard]] const std::string& hostFingerprint() const { return host_fingerprint_; }
+  /// `ssh://<user>@127.0.0.1:<port><absolute path>`
+  [[nodiscard]] std::string url(const fs::path& repo) const;
+  [[nodiscard]] std::string log() const;
+
+ private:
+  fs::path dir_;
+  pid_t pid_ = -1;
+  int port_ = 0;
+  std::string user_;
+  std::string host_key_;
+  std::string host_fingerprint_;
+};
+
+/// A client key pair made by ssh-keygen: `type` ed25519, ecdsa or rsa; `format` "" (OpenSSH's
+/// own) or "PEM".
+struct SshKey {
+  std::string private_key;
+  std::string public_key;
+};
+SshKey makeSshKey(const fs::path& dir, const std::string& name, const std::string& type,
+                  const std::string& format = "", const std::string& passphrase = "");
+
+/// A TCP server on a free loopback port that accepts every connection and then neither reads
+/// nor writes: a stalled git server.
+class SilentServer {
+ public:
+  SilentServer();
+  ~SilentServer();
+  SilentServer(const SilentServer&) = delete;
+  SilentServer& operator=(const SilentServer&) = delete;
+  [[nodiscard]] int port() const { return port_; }
+  [[nodiscard]] int accepted() const;
+
+ private:
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> accepted_{0};
+  std::vector<int> conns_;
+  std::thread thread_;
 };
 
 /// Keeps every log record (to check that secrets never appear).

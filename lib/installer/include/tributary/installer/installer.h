@@ -29,8 +29,8 @@ struct Options {
 
   /// install_command / update_command wall-clock limit; the command's process group is killed.
   std::chrono::milliseconds command_timeout{std::chrono::minutes(15)};
-  /// Whole git fetch or HTTP download. libgit2 1.5 checks it while data flows (it has no socket
-  /// timeouts); HTTP checks it always.
+  /// Whole git fetch (and each ls-remote) or HTTP download. Git operations run in the helper
+  /// process (`git_helper`), which is killed when this passes, whatever the server does.
   std::chrono::milliseconds fetch_timeout{std::chrono::minutes(10)};
   /// HTTP: give up when no data arrives for this long.
   std::chrono::milliseconds http_idle_timeout{std::chrono::seconds(60)};
@@ -56,6 +56,11 @@ struct Options {
   /// Local sources must lie under one of these directories; empty allows any path. The agent
   /// should set it: a Connector object could otherwise copy any file of the node.
   std::vector<std::filesystem::path> local_roots;
+
+  /// The `tributary-git-helper` program that runs libgit2 for VCS sources. Empty: the
+  /// TRIBUTARY_GIT_HELPER environment variable, else `tributary-git-helper` next to the running
+  /// executable, else the one built with this library.
+  std::filesystem::path git_helper;
 
   /// Resolves `secret_ref`. Without it a spec with `secret_ref` fails.
   SecretResolverPtr secrets;

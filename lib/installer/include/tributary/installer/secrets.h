@@ -26,6 +26,12 @@ struct Credentials {
   std::string ssh_private_key;
   std::string ssh_public_key;
   std::string ssh_passphrase;
+  /// SSH remotes: the server's host keys in OpenSSH known_hosts format (`ssh-keyscan` output,
+  /// plain or hashed). Required for ssh remotes unless `insecure_skip_host_key_verification`.
+  std::string known_hosts;
+  /// SSH remotes: accept any host key (logged as a warning on every fetch). For test servers
+  /// only: anyone on the network path can impersonate the server.
+  bool insecure_skip_host_key_verification = false;
 
   Credentials() = default;
   Credentials(const Credentials&) = default;
@@ -34,6 +40,7 @@ struct Credentials {
   Credentials& operator=(Credentials&&) noexcept = default;
   ~Credentials();
 
+  /// True when there is nothing to authenticate with (known_hosts alone is not a credential).
   [[nodiscard]] bool empty() const;
   /// Secret values (token, password, key, passphrase) to scrub from any text we show.
   [[nodiscard]] std::vector<std::string> secretValues() const;
@@ -61,8 +68,10 @@ class StaticSecretResolver : public SecretResolver {
 
 /// Secrets mounted as directories, the way Kubernetes mounts a Secret volume:
 /// `<base>/<ref>/<key>` with keys `token`, `username`, `password` (kubernetes.io/basic-auth),
-/// `ssh-privatekey` (kubernetes.io/ssh-auth), `ssh-publickey`, `ssh-passphrase`. One trailing
-/// newline is stripped from each value. `ref` must be a plain name (no `/`, not `..`).
+/// `ssh-privatekey` (kubernetes.io/ssh-auth), `ssh-publickey`, `ssh-passphrase`, `known_hosts`
+/// (Flux's name) and `insecure-skip-host-key-verification` (`true` to accept any SSH host key).
+/// One trailing newline is stripped from each value. `ref` must be a plain name (no `/`, not
+/// `..`).
 class DirectorySecretResolver : public SecretResolver {
  public:
   explicit DirectorySecretResolver(std::filesystem::path base) : base_(std::move(base)) {}
