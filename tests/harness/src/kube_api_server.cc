@@ -494,7 +494,25 @@ absl::Status KubeApiServer::applyCrds(Clock::time_point deadline) {
     return absl::DeadlineExceededError(
         absl::StrCat("the CRDs in ", crds, " did not become Established:\n", established.output));
   }
-  return absl::OkStatus();
+  // Discovery lags Established by a moment (a separate controller), and kubectl's disk cache
+  // (filled by the apply above) would hide the new resources and categories for a while.
+  // `api-resources` refreshes that cache; wait until it lists every CRD of ours.
+  std::string last;
+  while (true) {
+    const KubectlResult resources =
+        runKubectl({"api-resources", "--api-group=tributary.dev", "-o", "name"});
+    const auto listed = static_cast<std::size_t>(
+        std::count(resources.output.begin(), resources.output.end(), '\n'));
+    if (resources.ok() && listed >= files.size()) {
+      return absl::OkStatus();
+    }
+    last = resources.output;
+    if (Clock::now() >= deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("the CRDs in ", crds, " are Established but not all in discovery:\n", last));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
 }
 
 KubectlResult KubeApiServer::runKubectl(const std::vector<std::string>& args,
