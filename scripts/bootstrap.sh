@@ -31,8 +31,10 @@ packages=(
   clang-format clang-tidy
   # Python SDK and test connectors
   python3 python3-venv python3-pip
-  # process tools used by tests and scripts (ps/pgrep, runuser, kill)
+  # process tools used by tests and scripts (ps/pgrep, runuser, kill, flock)
   procps util-linux
+  # tests/kube: the test API server's certificates (scripts/kube-pki.sh)
+  openssl
   # lib/installer: archive unpacking (libgit2-dev and libcpprest-dev are listed above); sshd for
   # the ssh:// remote tests (a private instance on a loopback port, never the system service)
   libarchive-dev openssh-server
