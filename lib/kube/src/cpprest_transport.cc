@@ -113,7 +113,22 @@ class CppRestTransport final : public Transport {
         own = std::make_unique<client::http_client>(web::uri(base_), clientConfig(request.timeout));
         http_client = own.get();
       }
-      http::http_response response = http_client->request(build(request), cts.get_token()).get();
+      http::http_response response;
+      for (int attempt = 1;; ++attempt) {
+        try {
+          response = http_client->request(build(request), cts.get_token()).get();
+          break;
+        } catch (const http::http_exception& e) {
+          // A pooled keep-alive connection that the server closed (e.g. an API server restart)
+          // fails while the request is written: the server never saw it, so sending it again on
+          // a fresh connection is safe for every method.
+          if (attempt >= 3 || stop.stop_requested() ||
+              std::string_view(e.what()).find("Failed to write request") ==
+                  std::string_view::npos) {
+            throw;
+          }
+        }
+      }
       HttpResponse out;
       out.status = response.status_code();
       for (const auto& [name, value] : response.headers()) {

@@ -363,16 +363,18 @@ void Informer::reflectorLoop(const std::stop_token& stop) {
         ++stats_.idle_timeouts;
       }
     }
+    if (absl::IsDeadlineExceeded(result)) {
+      // Idle stream (no byte, not even a bookmark, for idle_timeout): a normal event on a quiet
+      // or half-dead connection. Reconnect at once from the last resourceVersion; idle_timeout
+      // itself limits the rate.
+      log_.info("watch idle; reconnecting", {{"error", std::string(result.message())}});
+      continue;
+    }
     if (received > 0) {
       backoff.reset();
       failures = 0;
     }
     ++failures;
-    if (absl::IsDeadlineExceeded(result) && received == 0 && failures == 1) {
-      // Idle stream: reconnect at once from the last resourceVersion.
-      log_.info("watch idle; reconnecting", {{"error", std::string(result.message())}});
-      continue;
-    }
     if (failures >= options_.relist_after_failures) {
       need_list = true;
       failures = 0;
