@@ -10,6 +10,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -134,6 +135,20 @@ subjects:
   const KubectlResult still_denied = asAliceDirect({"get", "syncruns"});
   EXPECT_FALSE(still_denied.ok());
   EXPECT_THAT(still_denied.output, HasSubstr("forbidden"));
+}
+
+TEST_F(KubeFixtureTest, IssuesServiceAccountTokens) {
+  absl::StatusOr<std::string> token = kube().serviceAccountToken("sa-test", "robot");
+  ASSERT_TRUE(token.ok()) << token.status();
+  EXPECT_EQ(std::count(token->begin(), token->end(), '.'), 2) << "not a JWT: " << *token;
+  const KubectlResult whoami =
+      kube().runKubectl({"--kubeconfig=/dev/null", "--server", kube().url(),
+                         "--certificate-authority", kube().caFile(), "--token", *token, "auth",
+                         "whoami", "-o", "jsonpath={.status.userInfo.username}"});
+  ASSERT_TRUE(whoami.ok()) << whoami.output;
+  EXPECT_EQ(whoami.output, "system:serviceaccount:sa-test:robot");
+  // A second token for the same account works too (the account already exists).
+  EXPECT_TRUE(kube().serviceAccountToken("sa-test", "robot", std::chrono::seconds(600)).ok());
 }
 
 TEST_F(KubeFixtureTest, RestartAndCrashKeepDataAndPort) {

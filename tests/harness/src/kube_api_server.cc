@@ -556,6 +556,29 @@ absl::Status KubeApiServer::createNamespace(std::string_view name) const {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::string> KubeApiServer::serviceAccountToken(
+    std::string_view namespace_name, std::string_view account,
+    std::chrono::seconds duration) const {
+  const std::string ns(namespace_name);
+  const std::string name(account);
+  if (absl::Status status = createNamespace(ns); !status.ok()) {
+    return status;
+  }
+  const KubectlResult created = runKubectl({"create", "serviceaccount", name, "-n", ns});
+  if (!created.ok() && !absl::StrContains(created.output, "already exists")) {
+    return absl::InternalError(
+        absl::StrCat("kubectl create serviceaccount ", name, " -n ", ns, ": ", created.output));
+  }
+  const KubectlResult token =
+      runKubectl({"create", "token", name, "-n", ns,
+                  absl::StrCat("--duration=", static_cast<long>(duration.count()), "s")});
+  if (!token.ok()) {
+    return absl::InternalError(
+        absl::StrCat("kubectl create token ", name, " -n ", ns, ": ", token.output));
+  }
+  return trimTrailingNewlines(token.output);
+}
+
 absl::Status KubeApiServer::stopProcess(pid_t* pid, const char* what) {
   if (*pid <= 0) {
     return absl::OkStatus();

@@ -131,6 +131,13 @@ class KubeApiServer {
   absl::Status kubectlApply(std::string_view yaml, std::string* output = nullptr) const;
   /** Creates namespace `name` (AlreadyExists is fine). */
   absl::Status createNamespace(std::string_view name) const;
+  /** A bound service-account token (TokenRequest API, `kubectl create token`) for
+   *  `namespace_name`/`account`, creating the namespace and the ServiceAccount if needed. With
+   *  caFile() it is what an in-cluster client reads from /var/run/secrets/kubernetes.io/. The
+   *  account has no RBAC permissions until a test binds it some. */
+  absl::StatusOr<std::string> serviceAccountToken(
+      std::string_view namespace_name, std::string_view account,
+      std::chrono::seconds duration = std::chrono::seconds(3600)) const;
 
  private:
   absl::Status prepare();
