@@ -387,6 +387,27 @@ TEST_F(CrdTest, StatusSubresource) {
   EXPECT_THAT(refused.output, HasSubstr("status.conditions[0].lastTransitionTime: Required value"));
 }
 
+TEST_F(CrdTest, SpecAndStatusUpdatesAreSeparate) {
+  applyOk(absl::StrCat(kSyncJobHead, "spec: {connectorRef: {name: c}, options: {a: 1}}"));
+  EXPECT_EQ(get("syncjob/bad", "{.metadata.generation}"), "1");
+  KubectlResult patched =
+      kubectl({"patch", "syncjob", "bad", "--subresource=status", "--type=merge", "-p",
+               R"({"status":{"observedGeneration":1,"lastScheduleTime":"2025-11-24T16:00:00Z",)"
+               R"("active":[{"name":"bad-29400000","uid":"u1"}]}})"});
+  ASSERT_TRUE(patched.ok()) << patched.output;
+  // A status write does not bump the generation...
+  EXPECT_EQ(get("syncjob/bad", "{.metadata.generation}"), "1");
+  // ...a spec change does, and leaves the status alone.
+  applyOk(absl::StrCat(kSyncJobHead, "spec: {connectorRef: {name: c}, options: {a: 2}}"));
+  EXPECT_EQ(get("syncjob/bad",
+                "{.metadata.generation} {.status.observedGeneration} {.status.lastScheduleTime} "
+                "{.status.active[0].name}"),
+            "2 1 2025-11-24T16:00:00Z bad-29400000");
+  // Metadata-only changes do not bump it either.
+  ASSERT_TRUE(kubectl({"label", "syncjob", "bad", "team=data"}).ok());
+  EXPECT_EQ(get("syncjob/bad", "{.metadata.generation}"), "2");
+}
+
 TEST_F(CrdTest, PrinterColumns) {
   applyOk(readAll(TRIBUTARY_CRD_EXAMPLES_DIR "/connector-vcs.yaml"));
   applyOk(readAll(TRIBUTARY_CRD_EXAMPLES_DIR "/syncjob-scheduled.yaml"));
