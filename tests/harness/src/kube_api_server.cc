@@ -217,8 +217,16 @@ KubeApiServer::~KubeApiServer() {
   if (::getpid() != owner_pid_ || dir_.empty()) {
     return;
   }
-  if (absl::Status status = stop(); !status.ok()) {
-    std::fprintf(stderr, "tributary test harness: kube stop: %s\n", status.ToString().c_str());
+  // The data goes away with the directory, so nothing needs a graceful shutdown: SIGKILL saves
+  // about 1.5 s per test binary.
+  for (pid_t* pid : {&apiserver_pid_, &etcd_pid_}) {
+    if (*pid > 0) {
+      internal::signalGroup(*pid, SIGKILL);
+      static_cast<void>(internal::waitForExit(*pid, std::chrono::seconds(10)));
+      internal::Watchdog::get().untrackGroup(*pid);
+      internal::unregisterHarnessPid(*pid);
+      *pid = 0;
+    }
   }
   internal::removeTree(dir_);
   internal::Watchdog::get().untrackDir(dir_);

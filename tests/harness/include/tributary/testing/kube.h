@@ -55,7 +55,8 @@ struct KubectlResult {
  * no-op of a few milliseconds when its cache is warm; the CMake target kube_fixtures warms it).
  *
  * Lifecycle: start() → stopApiServer()/startApiServer()/restartApiServer()/killApiServer() (etcd
- * and its data stay; the port stays) … → stop() or the destructor (stops both, removes the dir).
+ * and its data stay; the port stays) … → stop() (graceful; start() resumes with the same data) or
+ * the destructor (SIGKILLs both and removes the dir).
  * Lifecycle calls must come from one thread at a time; the getters and kubectl helpers are
  * thread-safe.
  */
