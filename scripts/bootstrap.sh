@@ -38,6 +38,8 @@ packages=(
   # lib/installer: archive unpacking (libgit2-dev and libcpprest-dev are listed above); sshd for
   # the ssh:// remote tests (a private instance on a loopback port, never the system service)
   libarchive-dev openssh-server
+  # lib/kube: kubeconfig parsing (libyaml); promtool (prometheus, above) checks lib/metrics' output
+  libyaml-dev
 )
 
 # Go: the Go SDK, the Go test connectors and hosts need Go >= 1.24 (go-plugin v1.8.0 requires it).

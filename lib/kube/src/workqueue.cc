@@ -277,6 +277,16 @@ double WorkQueue::longestRunningProcessorSeconds() const {
   return out;
 }
 
+double WorkQueue::unfinishedWorkSeconds() const {
+  std::lock_guard lock(mu_);
+  const auto now = Clock::now();
+  double out = 0;
+  for (const auto& [_, started] : processing_) {
+    out += secondsSince(started, now);
+  }
+  return out;
+}
+
 void WorkQueue::shutDown() {
   {
     std::lock_guard lock(mu_);

@@ -3,10 +3,13 @@
 
 #include "tributary/kube/workqueue.h"
 
+#include "tributary/kube/metrics.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdio>
 #include <map>
 #include <mutex>
 #include <set>
@@ -246,6 +249,84 @@ TEST(WorkerPool, ThrowingReconcileCountsAsError) {
   EXPECT_EQ(errors.load(), 1);
   EXPECT_EQ(q.waitingLen(), 1U);  // requeued with (a long) backoff
   pool.stop();
+}
+
+}  // namespace
+}  // namespace tributary::kube
+
+namespace tributary::kube {
+namespace {
+
+#ifdef TRIBUTARY_PROMTOOL
+std::string promtoolCheck(const std::string& text, bool& ok) {
+  char path[] = "/tmp/tributary-kube-metrics-XXXXXX";
+  const int fd = ::mkstemp(path);
+  FILE* f = ::fdopen(fd, "w");
+  std::fwrite(text.data(), 1, text.size(), f);
+  std::fclose(f);
+  const std::string cmd = std::string(TRIBUTARY_PROMTOOL) + " check metrics < " + path + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[512];
+  while (std::fgets(buf, sizeof(buf), p) != nullptr) {
+    out += buf;
+  }
+  ok = ::pclose(p) == 0;
+  std::remove(path);
+  return out;
+}
+#endif
+
+TEST(WorkQueueMetrics, ControllerRuntimeNamesPassPromtool) {
+  metrics::Registry registry;
+  auto queue = std::make_shared<WorkQueue>(
+      WorkQueueOptions{"syncjob", std::make_shared<ExponentialRateLimiter>(1ms, 1s),
+                       workQueueMetrics(registry, "syncjob")});
+  registerWorkQueueGauges(registry, "syncjob", queue);
+  auto on_request = restClientMetrics(registry, "127.0.0.1:6443");
+  auto on_status = leaderElectionMetrics(registry, "tributary-controller");
+  on_request("GET", "200");
+  on_request("PUT", "409");
+  on_status(true);
+  std::atomic<int> calls{0};
+  {
+    WorkerPool pool(*queue, 2,
+                    [&](const std::string&, std::stop_token) -> absl::StatusOr<ReconcileResult> {
+                      if (calls++ == 0) {
+                        return absl::UnavailableError("retry me");
+                      }
+                      return ReconcileResult{};
+                    });
+    queue->add("ns/a");
+    queue->add("ns/b");
+    for (int i = 0; i < 200 && calls.load() < 3; ++i) {
+      std::this_thread::sleep_for(5ms);
+    }
+    pool.stop();
+  }
+  const std::string text = registry.expose();
+  EXPECT_THAT(text, ::testing::HasSubstr(
+                        "workqueue_adds_total{name=\"syncjob\",controller=\"syncjob\"} 3\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr(
+                        "workqueue_retries_total{name=\"syncjob\",controller=\"syncjob\"} 1\n"));
+  EXPECT_THAT(text,
+              ::testing::HasSubstr(
+                  "workqueue_depth{name=\"syncjob\",controller=\"syncjob\",priority=\"\"} 0\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr("workqueue_work_duration_seconds_count{name=\"syncjob\","
+                                         "controller=\"syncjob\"} 3\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr("workqueue_unfinished_work_seconds{"));
+  EXPECT_THAT(text, ::testing::HasSubstr("workqueue_longest_running_processor_seconds{"));
+  EXPECT_THAT(
+      text,
+      ::testing::HasSubstr(
+          "rest_client_requests_total{code=\"409\",method=\"PUT\",host=\"127.0.0.1:6443\"} 1\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr(
+                        "leader_election_master_status{name=\"tributary-controller\"} 1\n"));
+#ifdef TRIBUTARY_PROMTOOL
+  bool ok = false;
+  const std::string out = promtoolCheck(text, ok);
+  EXPECT_TRUE(ok) << out << "\n" << text;
+#endif
 }
 
 }  // namespace

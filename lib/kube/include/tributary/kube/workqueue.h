@@ -133,6 +133,9 @@ class WorkQueue {
   [[nodiscard]] std::size_t waitingLen() const;
   /// Seconds the longest-running processing key has been processing (0 if none).
   [[nodiscard]] double longestRunningProcessorSeconds() const;
+  /// Sum of the seconds every processing key has been processing
+  /// (workqueue_unfinished_work_seconds).
+  [[nodiscard]] double unfinishedWorkSeconds() const;
 
   /// No new adds; queued keys are still handed out, delayed ones are dropped; get() returns
   /// nullopt once the queue is empty.
