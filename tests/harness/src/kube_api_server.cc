@@ -20,6 +20,7 @@
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <sstream>
 #include <thread>
 #include <unistd.h>
@@ -77,6 +78,47 @@ bool tcpAccepts(int port) {
   const bool ok = ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0;
   ::close(fd);
   return ok;
+}
+
+// A free TCP port on 127.0.0.1 below the kernel's ephemeral range, so that none of the many
+// outgoing connections made while the servers start (kube-apiserver opens dozens to etcd) can
+// take it between now and the server's bind(). Falls back to any free port.
+absl::StatusOr<int> pickServerPort() {
+  int low = 32768;
+  {
+    std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range");
+    int first = 0;
+    if (range >> first && first > 0) {
+      low = first;
+    }
+  }
+  constexpr int kMin = 10000;
+  if (low > kMin + 1000) {
+    std::mt19937 rng(static_cast<unsigned>(::getpid()) ^
+                     static_cast<unsigned>(Clock::now().time_since_epoch().count()));
+    std::uniform_int_distribution<int> dist(kMin, low - 1);
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      const int port = dist(rng);
+      const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (fd < 0) {
+        break;
+      }
+      sockaddr_in addr{};
+      addr.sin_family = AF_INET;
+      addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      addr.sin_port = htons(static_cast<uint16_t>(port));
+      const bool free = ::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0;
+      ::close(fd);
+      if (free) {
+        return port;
+      }
+    }
+  }
+  return internal::pickFreePort();
+}
+
+bool addressInUse(const std::string& log_tail) {
+  return absl::StrContains(log_tail, "address already in use");
 }
 
 struct CommandResult {
@@ -276,8 +318,13 @@ absl::Status KubeApiServer::prepare() {
   etcd_bin_ = bins->etcd;
   kubectl_ = bins->kubectl;
 
+  return absl::OkStatus();
+}
+
+// Fresh ports, and the PKI/kubeconfigs for them (certificates are kept: they name no port).
+absl::Status KubeApiServer::choosePorts() {
   for (int* port : {&apiserver_port_, &etcd_port_, &etcd_peer_port_}) {
-    absl::StatusOr<int> free_port = internal::pickFreePort();
+    absl::StatusOr<int> free_port = pickServerPort();
     if (!free_port.ok()) {
       return free_port.status();
     }
@@ -285,9 +332,8 @@ absl::Status KubeApiServer::prepare() {
   }
   if (apiserver_port_ == etcd_port_ || apiserver_port_ == etcd_peer_port_ ||
       etcd_port_ == etcd_peer_port_) {
-    return absl::UnavailableError("picked the same free port twice; retry");
+    return absl::UnavailableError("picked the same free port twice");
   }
-
   const std::string script = source_dir_ + "/scripts/kube-pki.sh";
   const CommandResult pki =
       runCommand({"/bin/bash", script, pki_, url()}, internal::serverEnvironment(), dir_,
@@ -313,23 +359,39 @@ absl::Status KubeApiServer::start() {
     return status;
   }
   timings_.clear();
-  timings_["prepare"] = msSince(begin);
-  auto step = Clock::now();
-  if (etcd_pid_ == 0) {
-    if (status = startEtcd(); !status.ok()) {
-      return status;
+  if (!ports_settled_) {
+    // First start: another process may take a port between our check and the server's bind;
+    // then choose new ports and try again (later starts must keep the ports).
+    constexpr int kAttempts = 4;
+    for (int attempt = 1;; ++attempt) {
+      if (status = choosePorts(); !status.ok()) {
+        return status;
+      }
+      timings_["prepare"] = msSince(begin);
+      status = startServers(deadline);
+      if (status.ok()) {
+        break;
+      }
+      const bool in_use = addressInUse(etcdLogTail()) || addressInUse(apiserverLogTail());
+      if (!in_use || attempt == kAttempts) {
+        return status;
+      }
+      std::fprintf(stderr, "tributary test harness: port taken, retrying with others: %s\n",
+                   std::string(status.message().substr(0, 200)).c_str());
+      static_cast<void>(tryKillApiServer());
+      static_cast<void>(stopEtcd());
+      internal::removeTree(dir_ + "/etcd");
+      // Fresh logs, so the next attempt's failure is judged on its own output.
+      std::error_code ec;
+      std::filesystem::rename(dir_ + "/etcd.log", dir_ + "/etcd.log.port-taken", ec);
+      std::filesystem::rename(dir_ + "/kube-apiserver.log", dir_ + "/kube-apiserver.log.port-taken",
+                              ec);
     }
-  }
-  timings_["etcd"] = msSince(step);
-  step = Clock::now();
-  if (status = launchApiServer(); !status.ok()) {
+    ports_settled_ = true;
+  } else if (status = startServers(deadline); !status.ok()) {
     return status;
   }
-  if (status = waitReady(deadline); !status.ok()) {
-    return status;
-  }
-  timings_["apiserver"] = msSince(step);
-  step = Clock::now();
+  auto step = Clock::now();
   if (options_.apply_crds) {
     if (status = applyCrds(deadline); !status.ok()) {
       return status;
@@ -337,6 +399,26 @@ absl::Status KubeApiServer::start() {
   }
   timings_["crds"] = msSince(step);
   timings_["total"] = msSince(begin);
+  return absl::OkStatus();
+}
+
+// etcd (unless running) and kube-apiserver, until /readyz.
+absl::Status KubeApiServer::startServers(Clock::time_point deadline) {
+  auto step = Clock::now();
+  if (etcd_pid_ == 0) {
+    if (absl::Status status = startEtcd(); !status.ok()) {
+      return status;
+    }
+  }
+  timings_["etcd"] = msSince(step);
+  step = Clock::now();
+  if (absl::Status status = launchApiServer(); !status.ok()) {
+    return status;
+  }
+  if (absl::Status status = waitReady(deadline); !status.ok()) {
+    return status;
+  }
+  timings_["apiserver"] = msSince(step);
   return absl::OkStatus();
 }
 

@@ -142,6 +142,8 @@ class KubeApiServer {
 
  private:
   absl::Status prepare();
+  absl::Status choosePorts();
+  absl::Status startServers(std::chrono::steady_clock::time_point deadline);
   absl::Status startEtcd();
   absl::Status launchApiServer();
   absl::Status waitReady(std::chrono::steady_clock::time_point deadline);
@@ -161,6 +163,7 @@ class KubeApiServer {
   int etcd_peer_port_ = 0;
   pid_t apiserver_pid_ = 0;
   pid_t etcd_pid_ = 0;
+  bool ports_settled_ = false;  // after the first successful start, the ports never change
   std::map<std::string, std::string> tokens_;
   std::map<std::string, long> timings_;
   mutable std::atomic<unsigned> run_counter_{0};
