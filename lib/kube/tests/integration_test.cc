@@ -587,6 +587,164 @@ TEST_F(KubeIntegration, InformerSurvivesApiServerRestartAndRelistsOnGone) {
   EXPECT_EQ(rec2.count("DELETE"), 0U);
 }
 
+TEST_F(KubeIntegration, InformerUnderConcurrentWritesConvergesWithoutDuplicates) {
+  auto c = adminClient();
+  const std::string ns = freshNamespace("stress");
+  InformerOptions options = fastInformer(ns);
+  options.page_size = 7;
+  options.min_watch_timeout = 1s;  // the server ends watches every second while we write
+  options.max_watch_timeout = 2s;
+  Informer informer(c, options);
+  std::mutex mu;
+  std::map<std::string, std::vector<std::pair<std::string, std::uint64_t>>> seen;  // key → ops
+  const auto record = [&](const std::string& op, const Json& o) {
+    std::lock_guard lock(mu);
+    seen[keyOf(o)].emplace_back(op, std::stoull(resourceVersionOf(o)));
+  };
+  informer.addEventHandler(EventHandler{
+      [&](const Json& o, bool) { record("ADD", o); },
+      [&](const Json&, const Json& n) { record("UPDATE", n); },
+      [&](const Json& o, bool unknown) { record(unknown ? "DELETE?" : "DELETE", o); }});
+  informer.start();
+  ASSERT_TRUE(informer.waitForSync(20s));
+
+  std::atomic<int> writes{0};
+  {
+    std::vector<std::jthread> writers;
+    for (int t = 0; t < 4; ++t) {
+      writers.emplace_back([&, t] {
+        std::mt19937 rng(static_cast<unsigned>(t) * 7919U + 1U);
+        const auto until = std::chrono::steady_clock::now() + 6s;
+        while (std::chrono::steady_clock::now() < until) {
+          const std::string name = "obj-" + std::to_string(rng() % 30);
+          switch (rng() % 3) {
+            case 0:
+              if (c->create(resources::syncJob(), ns, syncJob(name)).ok()) {
+                ++writes;
+              }
+              break;
+            case 1: {
+              auto current = c->get(resources::syncJob(), ns, name);
+              if (current.ok()) {
+                (*current)["spec"]["options"]["k"] = std::to_string(rng());
+                if (c->update(resources::syncJob(), *current).ok()) {
+                  ++writes;
+                }
+              }
+              break;
+            }
+            default:
+              if (c->remove(resources::syncJob(), ns, name).ok()) {
+                ++writes;
+              }
+              break;
+          }
+        }
+      });
+    }
+  }
+  EXPECT_GT(writes.load(), 100);
+
+  // The cache converges to the server's state...
+  auto truth = c->listAll(resources::syncJob(), ns);
+  ASSERT_TRUE(truth.ok()) << truth.status();
+  std::map<std::string, std::string> expected;
+  for (const Json& item : truth->items) {
+    expected[keyOf(item)] = resourceVersionOf(item);
+  }
+  const auto cached = [&] {
+    std::map<std::string, std::string> out;
+    for (const ObjectPtr& o : informer.store().list()) {
+      out[keyOf(*o)] = resourceVersionOf(*o);
+    }
+    return out;
+  };
+  ASSERT_TRUE(waitFor([&] { return cached() == expected; }, 20s));
+  std::this_thread::sleep_for(500ms);
+  informer.stop();
+  EXPECT_GE(informer.stats().watches, 3U);
+
+  // ...and per object the handlers saw a well-formed history: resourceVersions strictly
+  // increasing (no duplicate, no going back), ADD only when absent, UPDATE/DELETE only when
+  // present, ending in the server's state.
+  std::lock_guard lock(mu);
+  for (const auto& [key, ops] : seen) {
+    bool present = false;
+    std::uint64_t last = 0;
+    for (const auto& [op, rv] : ops) {
+      if (op == "DELETE?") {
+        EXPECT_GE(rv, last) << key << " " << op;  // the last state we knew
+      } else {
+        EXPECT_GT(rv, last) << key << " " << op;
+      }
+      last = std::max(last, rv);
+      if (op == "ADD") {
+        EXPECT_FALSE(present) << key;
+        present = true;
+      } else {
+        EXPECT_TRUE(present) << key << " " << op;
+        present = op == "UPDATE";
+      }
+    }
+    EXPECT_EQ(present, expected.count(key) == 1) << key;
+  }
+}
+
+TEST_F(KubeIntegration, AgentStyleInformerWithAFieldSelectorOnASelectableField) {
+  auto c = adminClient();
+  const std::string ns = freshNamespace("agent");
+  const auto run = [&](const std::string& name) {
+    return c->create(resources::syncRun(), ns,
+                     Json{{"metadata", {{"name", name}}},
+                          {"spec",
+                           {{"syncJobRef", {{"name", "job"}, {"generation", 1}}},
+                            {"connectorRef", {{"name", "c"}, {"generation", 1}}},
+                            {"scheduledTime", "2025-11-24T16:00:00Z"}}}});
+  };
+  ASSERT_TRUE(run("r1").ok());
+  ASSERT_TRUE(run("r2").ok());
+  InformerOptions options = fastInformer(ns);
+  options.type = resources::syncRun();
+  options.field_selector = "status.agent=node-1";
+  Informer informer(c, options);
+  Recorder rec;
+  informer.addEventHandler(rec.handler());
+  informer.start();
+  ASSERT_TRUE(informer.waitForSync(20s));
+  EXPECT_EQ(informer.store().size(), 0U);
+
+  const auto bind = [&](const std::string& name, const std::string& agent) {
+    auto patched = c->patch(resources::syncRun(), ns, name, PatchType::Merge,
+                            Json{{"status", {{"agent", agent}, {"phase", "Bound"}}}},
+                            PatchOptions{"status", "tributary-controller", false});
+    EXPECT_TRUE(patched.ok()) << patched.status();
+  };
+  bind("r1", "node-1");  // enters the selection: ADDED
+  bind("r2", "node-2");  // not ours
+  ASSERT_TRUE(waitFor([&] { return rec.has("ADD " + ns + "/r1"); }, 10s));
+  bind("r1", "node-2");  // leaves the selection: DELETED
+  ASSERT_TRUE(waitFor([&] { return rec.has("DELETE " + ns + "/r1"); }, 10s));
+  std::this_thread::sleep_for(500ms);
+  informer.stop();
+  EXPECT_EQ(rec.events().size(), 2U) << ::testing::PrintToString(rec.events());
+  EXPECT_EQ(rec.count(std::string("ADD ") + ns + "/r2"), 0U);
+}
+
+TEST_F(KubeIntegration, InformerResyncReplaysCachedObjects) {
+  auto c = adminClient();
+  const std::string ns = freshNamespace("resync");
+  ASSERT_TRUE(c->create(resources::syncJob(), ns, syncJob("a")).ok());
+  InformerOptions options = fastInformer(ns);
+  options.resync_period = 300ms;
+  Informer informer(c, options);
+  Recorder rec;
+  informer.addEventHandler(rec.handler());
+  informer.start();
+  ASSERT_TRUE(informer.waitForSync(20s));
+  ASSERT_TRUE(waitFor([&] { return rec.count("UPDATE " + ns + "/a") >= 2; }, 5s));
+  informer.stop();
+}
+
 // --- leader election -----------------------------------------------------------------------------
 
 struct Candidate {
