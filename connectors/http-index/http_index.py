@@ -113,7 +113,10 @@ def parse_options(text: str) -> Options:
     opts.timeout = float(timeout)
     opts.page_size = typed("page_size", lambda v: is_int(v) and 1 <= v <= 100000,
                            "an integer from 1 to 100000", 500)
-    headers = typed("headers", lambda v: isinstance(v, dict), "an object of strings", {})
+    headers = raw.get("headers") or {}
+    if not isinstance(headers, dict):
+        # Never echo the value: headers usually carry credentials.
+        raise OptionError('"headers" must be an object mapping header names to strings')
     for k, v in headers.items():
         if not isinstance(v, str) or not k or any(c in k + v for c in "\r\n"):
             # Never echo header values: they usually carry credentials.
@@ -173,10 +176,28 @@ class Response:
     body: bytes
 
 
+class _RedirectHandler(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, but never sends the user's `headers` (credentials) to another origin."""
+
+    def __init__(self, private_headers: List[str]):
+        super().__init__()
+        self.private = [name.capitalize() for name in private_headers]
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None:
+            old, target = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)
+            if (old.scheme, old.netloc) != (target.scheme, target.netloc):
+                for name in self.private:
+                    new.remove_header(name)
+        return new
+
+
 class Fetcher:
     def __init__(self, opts: Options):
         self.opts = opts
         self.requests = 0
+        self.opener = urllib.request.build_opener(_RedirectHandler(list(opts.headers)))
 
     def fetch(self, url: str, method: str = "GET") -> Response:
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json, text/html;q=0.9, */*;q=0.5"}
@@ -185,7 +206,7 @@ class Fetcher:
         self.requests += 1
         shown = url
         try:
-            with urllib.request.urlopen(request, timeout=self.opts.timeout) as response:
+            with self.opener.open(request, timeout=self.opts.timeout) as response:
                 body = b""
                 if method == "GET":
                     body = response.read(MAX_LISTING_BYTES + 1)
