@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <fcntl.h>
 #include <filesystem>
 #include <set>
@@ -26,7 +27,12 @@ std::optional<std::string> unprivilegedCommand() {
   if (::geteuid() != 0) {
     return command();
   }
-  if (::access("/usr/bin/setpriv", X_OK) != 0) {
+  // setpriv needs CAP_SETPCAP to drop capabilities from the bounding set (absent in some
+  // containers): probe once.
+  static const bool usable =
+      ::access("/usr/bin/setpriv", X_OK) == 0 &&
+      std::system("/usr/bin/setpriv --bounding-set -dac_override,-dac_read_search true") == 0;
+  if (!usable) {
     return std::nullopt;
   }
   return strings::cat("/usr/bin/setpriv --bounding-set -dac_override,-dac_read_search ", command());
