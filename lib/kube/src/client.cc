@@ -6,6 +6,7 @@
 #include "absl/strings/cord.h"
 #include "util.h"
 
+#include <algorithm>
 #include <ctime>
 #include <iomanip>
 #include <sstream>
@@ -70,8 +71,6 @@ std::string describeTarget(std::string_view verb, const ResourceType& type, std:
   return target;
 }
 
-}  // namespace
-
 // Builds an error from a non-2xx response: the Kubernetes Status message, its reason and the HTTP
 // code (as a payload).
 absl::Status statusFromResponse(std::string_view target, int http, std::string_view body) {
@@ -96,6 +95,8 @@ absl::Status statusFromResponse(std::string_view target, int http, std::string_v
   status.SetPayload(kPayloadUrl, absl::Cord(strings::cat(http, "|", reason)));
   return status;
 }
+
+}  // namespace
 
 std::string ResourceType::apiVersion() const {
   return group.empty() ? version : strings::cat(group, "/", version);
@@ -210,15 +211,13 @@ std::string formatMicroTime(std::chrono::system_clock::time_point t) {
   const auto since = t.time_since_epoch();
   const auto secs = std::chrono::duration_cast<std::chrono::seconds>(since);
   auto micros = std::chrono::duration_cast<std::chrono::microseconds>(since - secs).count();
-  if (micros < 0) {
-    micros = 0;
-  }
+  micros = std::clamp<decltype(micros)>(micros, 0, 999999);
   const std::time_t tt = static_cast<std::time_t>(secs.count());
   std::tm tm{};
   gmtime_r(&tt, &tm);
   char buf[48];
   std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-  char frac[16];
+  char frac[32];
   std::snprintf(frac, sizeof(frac), ".%06ldZ", static_cast<long>(micros));
   return strings::cat(buf, frac);
 }
@@ -871,7 +870,8 @@ absl::Status EventRecorder::record(const Json& object, std::string_view type,
   char suffix[32];
   std::snprintf(suffix, sizeof(suffix), "%llx%llx", static_cast<unsigned long long>(nanos),
                 static_cast<unsigned long long>(sequence_.fetch_add(1)));
-  std::string base = nameOf(object).empty() ? std::string("object") : nameOf(object);
+  // Event names are DNS subdomains (at most 253 characters) like "<object>.<unique hex>".
+  std::string base = nameOf(object).empty() ? std::string("object") : nameOf(object).substr(0, 200);
   Json event = {{"apiVersion", "v1"},
                 {"kind", "Event"},
                 {"metadata", {{"name", strings::cat(base, ".", suffix)}, {"namespace", ns}}},

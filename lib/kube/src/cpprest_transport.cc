@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <map>
 #include <mutex>
 #include <vector>
 
@@ -107,12 +108,7 @@ class CppRestTransport final : public Transport {
     pplx::cancellation_token_source cts;
     std::stop_callback on_stop(stop, [&cts] { cts.cancel(); });
     try {
-      std::unique_ptr<client::http_client> own;
-      client::http_client* http_client = shared_.get();
-      if (request.timeout.count() > 0 && request.timeout != default_timeout_) {
-        own = std::make_unique<client::http_client>(web::uri(base_), clientConfig(request.timeout));
-        http_client = own.get();
-      }
+      client::http_client* http_client = clientFor(request.timeout);
       http::http_response response;
       for (int attempt = 1;; ++attempt) {
         try {
@@ -198,6 +194,20 @@ class CppRestTransport final : public Transport {
   }
 
  private:
+  // The pooled client for requests with this idle timeout (one per distinct timeout, so that
+  // e.g. leader election's short-timeout requests reuse their connections too).
+  client::http_client* clientFor(std::chrono::milliseconds timeout) {
+    if (timeout.count() <= 0 || timeout == default_timeout_) {
+      return shared_.get();
+    }
+    std::lock_guard lock(clients_mu_);
+    auto& slot = by_timeout_[timeout.count()];
+    if (!slot) {
+      slot = std::make_unique<client::http_client>(web::uri(base_), clientConfig(timeout));
+    }
+    return slot.get();
+  }
+
   [[nodiscard]] client::http_client_config clientConfig(std::chrono::milliseconds timeout) const {
     client::http_client_config config;
     config.set_timeout(std::chrono::duration_cast<std::chrono::microseconds>(timeout));
@@ -247,6 +257,8 @@ class CppRestTransport final : public Transport {
   std::string base_;
   std::string prefix_;
   std::unique_ptr<client::http_client> shared_;
+  std::mutex clients_mu_;
+  std::map<std::int64_t, std::unique_ptr<client::http_client>> by_timeout_;
 };
 
 }  // namespace

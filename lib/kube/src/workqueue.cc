@@ -195,7 +195,9 @@ void WorkQueue::delayLoop(const std::stop_token& stop) {
     if (waiting_.empty()) {
       delay_cv_.wait(lock);
     } else {
-      delay_cv_.wait_until(lock, waiting_.begin()->first);
+      // A copy: the map entry may be erased (shutDown) while we wait.
+      const Clock::time_point next = waiting_.begin()->first;
+      delay_cv_.wait_until(lock, next);
     }
   }
 }
