@@ -9,7 +9,9 @@
 #include <algorithm>
 #include <ctime>
 #include <iomanip>
+#include <random>
 #include <sstream>
+#include <thread>
 
 namespace tributary::kube {
 namespace {
@@ -767,6 +769,20 @@ absl::Status Client::watch(const ResourceType& type, std::string_view ns,
   }
   (void)stopped_by_handler;
   return absl::OkStatus();
+}
+
+absl::Status retryOnConflict(const std::function<absl::Status()>& fn, int attempts) {
+  thread_local std::mt19937 rng(std::random_device{}());
+  std::uniform_int_distribution<int> jitter_us(9000, 11000);
+  absl::Status status;
+  for (int i = 0; i < std::max(attempts, 1); ++i) {
+    status = fn();
+    if (!isConflict(status)) {
+      return status;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(jitter_us(rng)));
+  }
+  return status;
 }
 
 // --- helpers ----------------------------------------------------------------------------------

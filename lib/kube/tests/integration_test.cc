@@ -292,6 +292,47 @@ TEST_F(KubeIntegration, SyncJobCrudStatusSubresourceConflictsAndPatches) {
   EXPECT_THAT(gone.status().message(), HasSubstr("get syncjobs.tributary.dev " + ns + "/job"));
 }
 
+TEST_F(KubeIntegration, ConcurrentStatusWritersSucceedWithRetryOnConflict) {
+  auto c = adminClient();
+  const std::string ns = freshNamespace("retry");
+  ASSERT_TRUE(c->create(resources::syncJob(), ns, syncJob("job")).ok());
+  std::atomic<int> conflicts{0};
+  {
+    std::vector<std::jthread> writers;
+    for (int t = 0; t < 4; ++t) {
+      writers.emplace_back([&, t] {
+        for (int i = 0; i < 5; ++i) {
+          const absl::Status status = retryOnConflict(
+              [&]() -> absl::Status {
+                auto current = c->get(resources::syncJob(), ns, "job");
+                if (!current.ok()) {
+                  return current.status();
+                }
+                setCondition((*current)["status"]["conditions"], "Writer" + std::to_string(t),
+                             "True", "Wrote", "write " + std::to_string(i), 1);
+                auto written = c->updateStatus(resources::syncJob(), *current);
+                if (isConflict(written.status())) {
+                  ++conflicts;
+                }
+                return written.status();
+              },
+              50);
+          EXPECT_TRUE(status.ok()) << status;
+        }
+      });
+    }
+  }
+  auto final_job = c->get(resources::syncJob(), ns, "job");
+  ASSERT_TRUE(final_job.ok());
+  for (int t = 0; t < 4; ++t) {  // no write was lost
+    const Json* cond =
+        findCondition((*final_job)["status"]["conditions"], "Writer" + std::to_string(t));
+    ASSERT_NE(cond, nullptr) << t;
+    EXPECT_EQ((*cond)["message"], "write 4");
+  }
+  std::printf("status conflicts retried: %d\n", conflicts.load());
+}
+
 TEST_F(KubeIntegration, LeaseUpdateConflict) {
   auto c = adminClient();
   const std::string ns = freshNamespace("lease");

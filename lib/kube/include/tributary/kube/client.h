@@ -248,6 +248,13 @@ class Client {
   std::chrono::steady_clock::time_point token_read_at_{};
 };
 
+/**
+ * client-go's retry.RetryOnConflict with its DefaultRetry: calls `fn` (which must re-read the
+ * object, apply its change and write it) again while it fails with a resourceVersion conflict,
+ * up to `attempts` times, sleeping ~10 ms (±10 %) between tries. Returns the last status.
+ */
+absl::Status retryOnConflict(const std::function<absl::Status()>& fn, int attempts = 5);
+
 // --- helpers for specific resources ------------------------------------------------------------
 
 /// Reads one key of a Secret (base64-decoded `data[key]`). NotFound names the secret or the key
