@@ -127,35 +127,6 @@ std::vector<SyncRun> runConnectorSyncs(const std::string& command,
   return runs;
 }
 
-TempDir::TempDir() {
-  std::string templ = (std::filesystem::temp_directory_path() / "conntest-XXXXXX").string();
-  if (::mkdtemp(templ.data()) == nullptr) {
-    ADD_FAILURE() << "mkdtemp failed";
-  }
-  path_ = templ;
-}
-
-TempDir::~TempDir() {
-  std::error_code ec;
-  // Give back the permissions a test may have taken away, then remove everything.
-  for (auto it = std::filesystem::recursive_directory_iterator(
-           path_, std::filesystem::directory_options::skip_permission_denied, ec);
-       it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
-    if (it->is_directory(ec) && !it->is_symlink(ec)) {
-      ::chmod(it->path().c_str(), 0700);
-    }
-  }
-  ::chmod(path_.c_str(), 0700);
-  // Directories that were unreadable are only now visible: repeat once.
-  for (auto it = std::filesystem::recursive_directory_iterator(path_, ec);
-       it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
-    if (it->is_directory(ec) && !it->is_symlink(ec)) {
-      ::chmod(it->path().c_str(), 0700);
-    }
-  }
-  std::filesystem::remove_all(path_, ec);
-}
-
 void writeFile(const std::filesystem::path& path, const std::string& content) {
   std::filesystem::create_directories(path.parent_path());
   std::ofstream out(path, std::ios::binary | std::ios::trunc);

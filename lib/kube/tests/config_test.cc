@@ -4,9 +4,9 @@
 #include "tributary/kube/config.h"
 
 #include "tributary/kube/client.h"
+#include "tributary/testing/temp_dir.h"
 
 #include "../src/util.h"
-#include "test_util.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -18,7 +18,7 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
-using testing::TempDir;
+using tributary::harness::TempDir;
 
 std::string b64(std::string_view s) { return internal::base64Encode(s); }
 

@@ -1,6 +1,7 @@
 #pragma once
 
 #include "tributary/plugin_host/plugin_host.h"
+#include "tributary/testing/temp_dir.h"
 
 #include <nlohmann/json.hpp>
 
@@ -71,18 +72,7 @@ SyncRun runConnector(const std::string& command, const std::string& options,
 std::vector<SyncRun> runConnectorSyncs(const std::string& command,
                                        const std::vector<std::string>& options);
 
-/// A fresh directory, removed (after restoring permissions) at the end of the test.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
+using TempDir = harness::TempDir;
 
 /// Writes `content` to `path`, creating parent directories.
 void writeFile(const std::filesystem::path& path, const std::string& content);
