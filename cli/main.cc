@@ -1,244 +1,71 @@
-// tributary: the command-line entry point. Today: `tributary connector run`, which runs one
-// connector through the plugin host and prints the pages it sends.
-#include "tributary/common/log.h"
-#include "tributary/plugin_host/plugin_host.h"
+// tributary: the command-line entry point. Each command lives in cli/src (commands.h).
+#include "tributary/common/strings.h"
 
-#include <nlohmann/json.hpp>
+#include "commands.h"
+#include "common.h"
+#include "signals.h"
 
 #include <csignal>
-#include <cstdio>
 #include <iostream>
-#include <optional>
-#include <pthread.h>
-#include <signal.h>
-#include <stop_token>
 #include <string>
-#include <thread>
-#include <unistd.h>
 #include <vector>
 
 namespace {
 
-namespace ph = tributary::plugin_host;
+constexpr const char* kUsage =
+    R"(usage: tributary COMMAND [options]    (tributary COMMAND --help for details)
 
-constexpr const char* kUsage = R"(usage: tributary connector run --command CMD [options]
+  run                 run a sync on this machine: Connector/SyncJob manifests or a c1 connector
+                      JSON → the connector → PostgreSQL (a private local one unless
+                      --database-url / DATABASE_URL)
+  objects SYNCJOB     list what a sync stored
+  db url|start|status|stop
+                      the private local PostgreSQL
+  connector run       run a connector once and print its pages (nothing stored)
+  connector test      conformance checks for a connector (any language)
+  connector import    print the Connector manifest of a c1 connector JSON
 
-Runs a go-plugin connector (c1 protocol) once and prints the pages it sends.
-
-options:
-  --command CMD      shell command that starts the connector (run with /bin/sh -c)
-  --dir DIR          working directory for the command (default: current directory)
-  --options TEXT     the Sync options string passed to the connector (default: {})
-  --env NAME=VALUE   extra environment for the connector (repeatable)
-  --automtls         use go-plugin AutoMTLS between host and connector
-  --timeout SECONDS  Sync deadline (default: 3600)
-  --json             print pages and the summary as JSON lines
-  --quiet            print only the summary
-
-exit status: 0 success, 1 the connector or sync failed, 2 usage error
+Exit status: 0 ok, 1 connector failed, 2 usage, 3 invalid input, 4 database, 5 install,
+6 fenced by another run, 130 interrupted (cli/README.md).
 )";
-
-struct Args {
-  ph::LaunchSpec spec;
-  std::string options = "{}";
-  bool auto_mtls = false;
-  bool json = false;
-  bool quiet = false;
-  int timeout_seconds = 3600;
-};
-
-std::optional<Args> parseArgs(const std::vector<std::string>& argv, std::string& error) {
-  if (argv.size() < 2 || argv[0] != "connector" || argv[1] != "run") {
-    error = "expected `tributary connector run`";
-    return std::nullopt;
-  }
-  Args args;
-  for (std::size_t i = 2; i < argv.size(); ++i) {
-    const std::string& flag = argv[i];
-    auto value = [&]() -> std::optional<std::string> {
-      if (i + 1 >= argv.size()) {
-        error = flag + " needs a value";
-        return std::nullopt;
-      }
-      return argv[++i];
-    };
-    if (flag == "--command" || flag == "--dir" || flag == "--options" || flag == "--env" ||
-        flag == "--timeout") {
-      auto v = value();
-      if (!v) {
-        return std::nullopt;
-      }
-      if (flag == "--command") {
-        args.spec.command = *v;
-      } else if (flag == "--dir") {
-        args.spec.working_dir = *v;
-      } else if (flag == "--options") {
-        args.options = *v;
-      } else if (flag == "--env") {
-        const auto eq = v->find('=');
-        if (eq == std::string::npos || eq == 0) {
-          error = "--env takes NAME=VALUE, got `" + *v + "`";
-          return std::nullopt;
-        }
-        args.spec.env[v->substr(0, eq)] = v->substr(eq + 1);
-      } else {
-        try {
-          args.timeout_seconds = std::stoi(*v);
-        } catch (const std::exception&) {
-          args.timeout_seconds = 0;
-        }
-        if (args.timeout_seconds <= 0) {
-          error = "--timeout takes a positive number of seconds, got `" + *v + "`";
-          return std::nullopt;
-        }
-      }
-    } else if (flag == "--automtls") {
-      args.auto_mtls = true;
-    } else if (flag == "--json") {
-      args.json = true;
-    } else if (flag == "--quiet") {
-      args.quiet = true;
-    } else {
-      error = "unknown option `" + flag + "`";
-      return std::nullopt;
-    }
-  }
-  if (args.spec.command.empty()) {
-    error = "--command is required";
-    return std::nullopt;
-  }
-  return args;
-}
-
-/// Prints each page as it arrives: the page is "stored" once it is on stdout.
-class PrintingSink : public ph::PageSink {
- public:
-  PrintingSink(bool json, bool quiet) : json_(json), quiet_(quiet) {}
-
-  // A page counts as stored once it is on stdout, so a failed write refuses the page.
-  absl::Status onPage(const proto::SyncResponse& page) override {
-    absl::Status printed = print(page);
-    if (printed.ok() && !std::cout.flush()) {
-      printed = absl::UnavailableError("cannot write to stdout");
-    }
-    return printed;
-  }
-
-  absl::Status print(const proto::SyncResponse& page) {
-    ++pages_;
-    if (quiet_) {
-      return absl::OkStatus();
-    }
-    if (json_) {
-      nlohmann::json objects = nlohmann::json::array();
-      for (const auto& o : page.response()) {
-        objects.push_back({{"remote_id", o.remote_id()},
-                           {"resource_name", o.resource_name()},
-                           {"uri", o.uri()},
-                           {"metadata", o.metadata()}});
-      }
-      std::cout << nlohmann::json{{"page", pages_}, {"objects", objects}}.dump(
-                       -1, ' ', false, nlohmann::json::error_handler_t::replace)
-                << '\n';
-      return absl::OkStatus();
-    }
-    std::cout << "page " << pages_ << ": " << page.response_size() << " objects\n";
-    for (const auto& o : page.response()) {
-      std::cout << "  " << o.remote_id() << "  " << o.resource_name() << "  " << o.uri() << '\n';
-    }
-    return absl::OkStatus();
-  }
-
-  absl::Status onClean() override {
-    if (!quiet_ && !json_) {
-      std::cout << "clean\n";
-    }
-    return absl::OkStatus();
-  }
-
- private:
-  bool json_;
-  bool quiet_;
-  int pages_ = 0;
-};
-
-int runConnector(const Args& args) {
-  ph::Options options;
-  options.auto_mtls = args.auto_mtls;
-  auto client = ph::PluginClient::start(args.spec, options);
-  if (!client.ok()) {
-    std::cerr << "tributary: cannot start the connector: " << client.status().message() << '\n';
-    return 1;
-  }
-  PrintingSink sink(args.json, args.quiet);
-  // SIGINT/SIGTERM cancel the Sync; the connector is then shut down the normal way.
-  std::stop_source stop;
-  std::jthread signals([&stop](const std::stop_token& done) {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    const timespec tick{0, 200'000'000};
-    while (!done.stop_requested()) {
-      if (sigtimedwait(&set, nullptr, &tick) > 0) {
-        std::cerr << "tributary: interrupted; stopping the connector\n";
-        stop.request_stop();
-        return;
-      }
-    }
-  });
-  const auto started = std::chrono::steady_clock::now();
-  auto result = (*client)->sync(args.options, sink, std::chrono::seconds(args.timeout_seconds),
-                                stop.get_token());
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  (*client)->kill();
-  if (!result.ok()) {
-    std::cerr << "tributary: sync failed: " << result.status().message() << '\n';
-    return 1;
-  }
-  const double rate = seconds > 0 ? static_cast<double>(result->objects) / seconds : 0.0;
-  if (args.json) {
-    std::cout << nlohmann::json{{"summary",
-                                 {{"pages", result->pages},
-                                  {"objects", result->objects},
-                                  {"bytes", result->bytes},
-                                  {"seconds", seconds},
-                                  {"objects_per_second", rate},
-                                  {"metadata", result->metadata}}}}
-                     .dump()
-              << '\n';
-  } else {
-    std::printf("synced %llu objects in %llu pages (%llu bytes) in %.3f s, %.0f objects/s\n",
-                static_cast<unsigned long long>(result->objects),
-                static_cast<unsigned long long>(result->pages),
-                static_cast<unsigned long long>(result->bytes), seconds, rate);
-    std::printf("connector metadata: %s\n", result->metadata.c_str());
-  }
-  return 0;
-}
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  using namespace tributary::cli;  // NOLINT(google-build-using-namespace)
   // A connector that closes its end of a socket must not kill the host.
   std::signal(SIGPIPE, SIG_IGN);
-  // Delivered to the signal thread of runConnector only (blocked before any thread starts).
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  const std::vector<std::string> args_in(argv + 1, argv + argc);
-  if (!args_in.empty() && (args_in[0] == "-h" || args_in[0] == "--help" || args_in[0] == "help")) {
+  // SIGINT/SIGTERM go to the commands' signal threads (blocked before any thread starts).
+  blockStopSignals();
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
     std::cout << kUsage;
-    return 0;
+    return args.empty() ? kExitUsage : kExitOk;
   }
-  std::string error;
-  const auto args = parseArgs(args_in, error);
-  if (!args) {
-    std::cerr << "tributary: " << error << "\n\n" << kUsage;
-    return 2;
+  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  const std::string& command = args[0];
+  if (command == "run") {
+    return runCommand(rest);
   }
-  return runConnector(*args);
+  if (command == "objects") {
+    return objectsCommand(rest);
+  }
+  if (command == "db") {
+    return dbCommand(rest);
+  }
+  if (command == "connector" && !rest.empty()) {
+    const std::vector<std::string> sub(rest.begin() + 1, rest.end());
+    if (rest[0] == "run") {
+      return connectorRunCommand(sub);
+    }
+    if (rest[0] == "test") {
+      return connectorTestCommand(sub);
+    }
+    if (rest[0] == "import") {
+      return connectorImportCommand(sub);
+    }
+  }
+  std::cerr << "tributary: unknown command `" << tributary::strings::join(args, " ") << "`\n\n"
+            << kUsage;
+  return kExitUsage;
 }

@@ -27,3 +27,8 @@ endif()
 if(NOT TARGET PkgConfig::LIBARCHIVE)
   pkg_check_modules(LIBARCHIVE REQUIRED IMPORTED_TARGET GLOBAL libarchive)
 endif()
+# CLI (cli/): Connector/SyncJob manifests. yaml-cpp 0.7 (libyaml-cpp-dev) defines the target
+# `yaml-cpp`.
+if(NOT TARGET yaml-cpp)
+  find_package(yaml-cpp REQUIRED)
+endif()

@@ -40,6 +40,8 @@ packages=(
   libarchive-dev openssh-server
   # lib/kube: kubeconfig parsing (libyaml); promtool (prometheus, above) checks lib/metrics' output
   libyaml-dev
+  # cli: Connector/SyncJob manifests (YAML)
+  libyaml-cpp-dev
 )
 
 # Go: the Go SDK, the Go test connectors and hosts need Go >= 1.24 (go-plugin v1.8.0 requires it).

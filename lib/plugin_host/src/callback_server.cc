@@ -216,6 +216,7 @@ class CallbackServer::Service final : public proto::CallbackHandler::CallbackSer
     }
     const absl::Status result = sink_.onClean();
     if (!result.ok()) {
+      ++stats_.failed_cleans;
       recordError(result);
       return toGrpc(result);
     }

@@ -25,6 +25,7 @@ class CallbackServer {
     SyncResult counts;
     std::uint64_t rejected_pages = 0;  ///< Refused before reaching the sink (size, late).
     absl::Status first_error;          ///< First page error (sink or size), OK if none.
+    std::uint64_t failed_cleans = 0;   ///< Clean calls the sink refused.
   };
 
   static absl::StatusOr<std::unique_ptr<CallbackServer>> start(

@@ -115,6 +115,7 @@ class PluginClientImpl final : public PluginClient {
   ExitInfo kill() override;
   [[nodiscard]] int pid() const override { return process_ ? process_->pid() : -1; }
   [[nodiscard]] const HandshakeInfo& handshake() const override { return handshake_; }
+  [[nodiscard]] Observations observations() const override;
 
  private:
   std::vector<std::string> buildEnv(const LaunchSpec& spec) const;
@@ -137,10 +138,11 @@ class PluginClientImpl final : public PluginClient {
   std::thread stdio_reader_;
 
   std::mutex kill_mu_;  // Serialises kill().
-  std::mutex mu_;
+  mutable std::mutex mu_;
   grpc::ClientContext* active_sync_ = nullptr;  // Guarded by mu_.
   bool killed_ = false;                         // Guarded by mu_.
   std::optional<ExitInfo> exit_;                // Guarded by mu_.
+  Observations observed_;                       // Guarded by mu_ (stdout count: see getter).
 };
 
 std::vector<std::string> PluginClientImpl::buildEnv(const LaunchSpec& spec) const {
@@ -268,6 +270,10 @@ absl::Status PluginClientImpl::connect() {
   startStdioDrain();
   if (options_.health_check) {
     const absl::Status health = ping();
+    {
+      const std::lock_guard lock(mu_);
+      observed_.health_at_start = health;
+    }
     if (absl::IsUnimplemented(health)) {
       logger_.debug("connector has no health service; continuing");
     } else if (!health.ok()) {
@@ -374,6 +380,16 @@ absl::StatusOr<SyncResult> PluginClientImpl::sync(const std::string& options, Pa
   }
   (*server)->close();
   const CallbackServer::Stats stats = (*server)->stats();
+  {
+    const std::lock_guard lock(mu_);
+    const bool completed = !stop.stop_requested() && !killed_ &&
+                           status.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED;
+    observed_.last_sync_connector_status =
+        completed ? std::optional<absl::Status>(fromGrpc(status)) : std::nullopt;
+    observed_.last_sync_callback_calls =
+        stats.counts.pages + stats.counts.cleans + stats.rejected_pages + stats.failed_cleans;
+    observed_.last_sync_refused_pages = stats.rejected_pages;
+  }
 
   if (!status.ok()) {
     if (stop.stop_requested()) {
@@ -400,6 +416,12 @@ absl::StatusOr<SyncResult> PluginClientImpl::sync(const std::string& options, Pa
     return absl::Status(fromGrpc(status).code(),
                         strings::cat("connector Sync failed: ", status.error_message()));
   }
+  if (stats.failed_cleans > 0 && stats.rejected_pages == 0) {
+    // A refused Clean the connector ignored: the listing it meant to restart is unknown.
+    return absl::Status(stats.first_error.code(),
+                        strings::cat("connector reported success but its Clean was refused: ",
+                                     stats.first_error.message()));
+  }
   if (stats.rejected_pages > 0) {
     // The connector ignored a failed Upsert (c1's S3 connector does): never a success.
     return absl::Status(stats.first_error.code(),
@@ -409,6 +431,16 @@ absl::StatusOr<SyncResult> PluginClientImpl::sync(const std::string& options, Pa
   SyncResult result = stats.counts;
   result.metadata = response.metadata();
   return result;
+}
+
+Observations PluginClientImpl::observations() const {
+  Observations out;
+  {
+    const std::lock_guard lock(mu_);
+    out = observed_;
+  }
+  out.stdout_bytes_after_handshake = pump_ ? pump_->discardedStdoutBytes() : 0;
+  return out;
 }
 
 ExitInfo PluginClientImpl::kill() {

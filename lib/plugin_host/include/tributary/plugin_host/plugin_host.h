@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <stop_token>
 #include <string>
 #include <vector>
@@ -74,6 +75,25 @@ struct SyncResult {
   std::uint64_t cleans = 0;
 };
 
+/// What the host saw of the connector besides results: for diagnostics and the conformance kit
+/// (`tributary connector test`). Read it after kill() for final stdout counts.
+struct Observations {
+  /// grpc.health.v1 Check("plugin") at start; Unimplemented when the connector serves no health
+  /// service; unset when Options::health_check is off.
+  std::optional<absl::Status> health_at_start;
+  /// Bytes the connector wrote to its stdout after the handshake line (discarded by the host; a
+  /// go-plugin plugin must never write there).
+  std::uint64_t stdout_bytes_after_handshake = 0;
+  /// The last Sync: the status the connector itself returned (before the host's verdict, which
+  /// also fails the Sync for refused pages); unset before the first Sync or when the call never
+  /// completed (timeout, cancellation).
+  std::optional<absl::Status> last_sync_connector_status;
+  /// The last Sync: Upsert and Clean calls that reached the callback server (accepted or not).
+  std::uint64_t last_sync_callback_calls = 0;
+  /// The last Sync: pages refused (by the sink, the size limit, or after Sync returned).
+  std::uint64_t last_sync_refused_pages = 0;
+};
+
 /// How the connector process ended.
 struct ExitInfo {
   bool exited = false;  ///< Reaped.
@@ -114,6 +134,8 @@ class PluginClient {
 
   [[nodiscard]] virtual int pid() const = 0;
   [[nodiscard]] virtual const HandshakeInfo& handshake() const = 0;
+  /// Thread-safe snapshot.
+  [[nodiscard]] virtual Observations observations() const = 0;
 
  protected:
   PluginClient() = default;

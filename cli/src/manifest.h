@@ -1,0 +1,78 @@
+#pragma once
+
+// Connector and SyncJob manifests (the YAML a user would `kubectl apply`), read and validated
+// for local runs, and the c1 connector JSON → Connector manifest conversion.
+
+#include "tributary/installer/spec.h"
+#include "tributary/plugin_host/handshake.h"
+#include "tributary/store/store.h"
+
+#include "absl/status/statusor.h"
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tributary::cli {
+
+struct ConnectorManifest {
+  std::string origin;  ///< "file.yaml: document 2 (Connector default/files)"
+  std::string ns;
+  std::string name;
+  installer::ConnectorSpec spec;  ///< spec.name = metadata.name
+  plugin_host::HandshakeConfig handshake;
+};
+
+struct SecretKeyRef {
+  std::string name;
+  std::string key;
+};
+
+struct SyncJobManifest {
+  std::string origin;
+  std::string ns;
+  std::string name;
+  std::string connector_ref;
+  std::optional<std::string> options_json;  ///< spec.options as compact JSON.
+  std::optional<SecretKeyRef> options_from;
+  store::DeletionPolicy deletion_policy = store::DeletionPolicy::Mark;
+  std::optional<std::int64_t> active_deadline_seconds;
+  std::optional<std::string> schedule;  ///< Informational: a local run runs once.
+  bool suspend = false;
+};
+
+/// A `v1` Secret in the same files (stringData / data), usable by optionsFrom.
+struct SecretManifest {
+  std::string ns;
+  std::string name;
+  std::map<std::string, std::string> data;
+};
+
+struct Manifests {
+  std::vector<ConnectorManifest> connectors;
+  std::vector<SyncJobManifest> syncjobs;
+  std::vector<SecretManifest> secrets;
+
+  [[nodiscard]] const ConnectorManifest* connector(const std::string& ns,
+                                                   const std::string& name) const;
+};
+
+/// Reads every document of every file. `default_namespace` applies to objects without
+/// metadata.namespace. All problems are reported at once, one per line, each as
+/// `<file>: document <n> (<kind> <ns>/<name>): <field path>: <what is wrong>`.
+absl::StatusOr<Manifests> loadManifests(const std::vector<std::string>& files,
+                                        const std::string& default_namespace);
+
+/// Parses manifests from text (`source` names it in errors).
+absl::StatusOr<Manifests> parseManifests(const std::string& text, const std::string& source,
+                                         const std::string& default_namespace);
+
+/// The Connector manifest (YAML) equivalent to a c1 connector spec.
+std::string connectorManifestYaml(const installer::ConnectorSpec& spec, const std::string& ns);
+
+/// A Kubernetes object name from a c1 name: lower case, invalid characters replaced by '-'.
+std::string kubeName(std::string_view name);
+
+}  // namespace tributary::cli

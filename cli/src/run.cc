@@ -1,0 +1,304 @@
+// `tributary run`: the whole pipeline on one machine. Manifests (or a c1 connector JSON) →
+// installer → plugin host → store, with an in-process lock for fencing.
+#include "tributary/common/strings.h"
+
+#include "commands.h"
+#include "common.h"
+#include "manifest.h"
+#include "signals.h"
+#include "sync_pipeline.h"
+
+#include <cctype>
+#include <cstdlib>
+#include <iostream>
+
+namespace tributary::cli {
+namespace {
+
+using strings::cat;
+
+constexpr const char* kUsage = R"USAGE(usage:
+  tributary run -f MANIFESTS.yaml [-f ...] [--syncjob [NAMESPACE/]NAME] [options]
+  tributary run --connector CONNECTOR.json [--options JSON | --options-file FILE] [--name NAME]
+                [options]
+
+Runs one sync on this machine: installs the connector, runs it through the go-plugin host and
+writes its pages into PostgreSQL, then applies the deletion policy and prints a summary.
+
+  -f, --filename FILE     Connector and SyncJob manifests (the YAML you would `kubectl apply`);
+                          several documents per file; repeatable; `-` reads stdin. A v1 Secret in
+                          the files can hold the options of spec.optionsFrom.
+  --syncjob [NS/]NAME     which SyncJob to run (required when the files hold several)
+  --namespace NS          namespace of manifests without one, and of --connector runs (default:
+                          default)
+  --connector FILE        a c1 connector JSON instead of manifests
+  --options JSON          with --connector: the Sync options (default {}); never printed
+  --options-file FILE     with --connector: read the options from a file
+  --name NAME             with --connector: the SyncJob name the data is stored under (default:
+                          the connector's name)
+  --deletion-policy P     with --connector: Keep, Mark (default) or Delete
+  --database-url URL      PostgreSQL connection string (default: $DATABASE_URL, else a private
+                          local PostgreSQL started on demand; see `tributary db`)
+  --database-timeout S    how long to keep trying to reach the database (default 15)
+  --timeout S             Sync deadline in seconds (default: the SyncJob's activeDeadlineSeconds,
+                          else 86400)
+  --start-timeout S       how long the connector may take to print its handshake (default 60)
+  --secret-dir DIR        secrets as files DIR/<secret>/<key> for optionsFrom.secretKeyRef and the
+                          Connector's secretRef (default ${XDG_CONFIG_HOME:-~/.config}/tributary/
+                          secrets); TRIBUTARY_SECRET_<SECRET>_<KEY> variables work too
+  --cache-dir DIR         connector cache (default ${XDG_CACHE_HOME:-~/.cache}/tributary/connectors)
+  --update                fetch the newest version of the connector first (installer update)
+  --json                  print the summary as one JSON object on stdout
+
+Progress goes to stderr: a status line on a terminal, JSON log lines otherwise.
+Exit status: 0 ok, 1 connector failed, 2 usage, 3 invalid input, 4 database, 5 install,
+6 fenced by another run, 130 interrupted (cli/README.md).
+)USAGE";
+
+int usage(const std::string& error) {
+  std::cerr << "tributary: " << error << "\n\n" << kUsage;
+  return kExitUsage;
+}
+
+std::filesystem::path secretDir(const ParsedArgs& args) {
+  if (auto dir = args.get("--secret-dir")) {
+    return *dir;
+  }
+  if (const char* config = std::getenv("XDG_CONFIG_HOME"); config != nullptr && *config == '/') {
+    return std::filesystem::path(config) / "tributary" / "secrets";
+  }
+  const char* home = std::getenv("HOME");
+  return std::filesystem::path(home != nullptr ? home : "/tmp") / ".config" / "tributary" /
+         "secrets";
+}
+
+std::string envName(const std::string& secret, const std::string& key) {
+  std::string out = "TRIBUTARY_SECRET_";
+  for (const char c : secret + "_" + key) {
+    out.push_back(std::isalnum(static_cast<unsigned char>(c)) != 0
+                      ? static_cast<char>(std::toupper(static_cast<unsigned char>(c)))
+                      : '_');
+  }
+  return out;
+}
+
+// optionsFrom.secretKeyRef in local mode: a Secret manifest, a file, or an environment variable.
+absl::StatusOr<std::string> resolveSecret(const Manifests& manifests, const SyncJobManifest& job,
+                                          const std::filesystem::path& dir) {
+  const SecretKeyRef& ref = *job.options_from;
+  for (const auto& secret : manifests.secrets) {
+    if (secret.ns == job.ns && secret.name == ref.name) {
+      if (auto it = secret.data.find(ref.key); it != secret.data.end()) {
+        return it->second;
+      }
+      return absl::InvalidArgumentError(cat(job.origin, ": spec.optionsFrom.secretKeyRef: Secret ",
+                                            job.ns, "/", ref.name,
+                                            " in the given files has no key `", ref.key, "`"));
+    }
+  }
+  const std::filesystem::path file = dir / ref.name / ref.key;
+  std::error_code ec;
+  if (std::filesystem::exists(file, ec)) {
+    return readFile(file);
+  }
+  const std::string var = envName(ref.name, ref.key);
+  if (const char* value = std::getenv(var.c_str()); value != nullptr) {
+    return std::string(value);
+  }
+  return absl::InvalidArgumentError(
+      cat(job.origin, ": spec.optionsFrom.secretKeyRef: secret `", ref.name, "` key `", ref.key,
+          "` not found; in local mode put the options in ", file.string(), " (--secret-dir), set ",
+          var, ", or add a v1 Secret manifest with -f"));
+}
+
+absl::StatusOr<SyncPlan> planFromManifests(const ParsedArgs& args, const std::string& ns) {
+  auto manifests = loadManifests(args.all("-f"), ns);
+  if (!manifests.ok()) {
+    return manifests.status();
+  }
+  const SyncJobManifest* job = nullptr;
+  if (auto wanted = args.get("--syncjob")) {
+    std::string want_ns;
+    std::string want_name = *wanted;
+    if (const auto slash = wanted->find('/'); slash != std::string::npos) {
+      want_ns = wanted->substr(0, slash);
+      want_name = wanted->substr(slash + 1);
+    }
+    for (const auto& j : manifests->syncjobs) {
+      if (j.name == want_name && (want_ns.empty() || j.ns == want_ns)) {
+        if (job != nullptr) {
+          return absl::InvalidArgumentError(cat("--syncjob ", *wanted,
+                                                " matches SyncJobs in several namespaces; "
+                                                "write NAMESPACE/NAME"));
+        }
+        job = &j;
+      }
+    }
+    if (job == nullptr) {
+      std::vector<std::string> names;
+      for (const auto& j : manifests->syncjobs) {
+        names.push_back(cat(j.ns, "/", j.name));
+      }
+      return absl::InvalidArgumentError(
+          cat("no SyncJob `", *wanted, "` in the given files (found: ",
+              names.empty() ? std::string("none") : strings::join(names, ", "), ")"));
+    }
+  } else if (manifests->syncjobs.size() == 1) {
+    job = &manifests->syncjobs.front();
+  } else if (manifests->syncjobs.empty()) {
+    return absl::InvalidArgumentError(
+        "the given files hold no SyncJob; add one (spec.connectorRef names the Connector), or "
+        "run a c1 connector JSON with --connector");
+  } else {
+    std::vector<std::string> names;
+    for (const auto& j : manifests->syncjobs) {
+      names.push_back(cat(j.ns, "/", j.name));
+    }
+    return absl::InvalidArgumentError(cat("the given files hold ", names.size(),
+                                          " SyncJobs; choose one with --syncjob (",
+                                          strings::join(names, ", "), ")"));
+  }
+  const ConnectorManifest* connector = manifests->connector(job->ns, job->connector_ref);
+  SyncPlan plan;
+  plan.ns = job->ns;
+  plan.name = job->name;
+  plan.connector = connector->spec;
+  plan.handshake = connector->handshake;
+  plan.deletion_policy = job->deletion_policy;
+  if (job->active_deadline_seconds) {
+    plan.timeout = std::chrono::seconds(*job->active_deadline_seconds);
+  }
+  if (job->options_json) {
+    plan.options = *job->options_json;
+  } else {
+    auto secret = resolveSecret(*manifests, *job, secretDir(args));
+    if (!secret.ok()) {
+      return secret.status();
+    }
+    plan.options = *std::move(secret);
+  }
+  if (job->schedule) {
+    plan.notes.push_back(cat("spec.schedule `", *job->schedule,
+                             "` is for the controller; `tributary run` runs the SyncJob once now"));
+  }
+  if (job->suspend) {
+    plan.notes.push_back("spec.suspend is true; `tributary run` runs the SyncJob anyway");
+  }
+  return plan;
+}
+
+absl::StatusOr<SyncPlan> planFromConnectorJson(const ParsedArgs& args, const std::string& ns) {
+  auto spec = installer::loadConnectorFile(*args.get("--connector"));
+  if (!spec.ok()) {
+    return absl::Status(spec.status().code(),
+                        cat(*args.get("--connector"), ": ", spec.status().message()));
+  }
+  SyncPlan plan;
+  plan.ns = ns;
+  plan.name = args.get("--name").value_or(kubeName(spec->name));
+  plan.connector = *spec;
+  if (args.has("--options") && args.has("--options-file")) {
+    return absl::InvalidArgumentError("give --options or --options-file, not both");
+  }
+  if (auto file = args.get("--options-file")) {
+    auto text = readFile(*file);
+    if (!text.ok()) {
+      return text.status();
+    }
+    plan.options = *text;
+  } else {
+    plan.options = args.get("--options").value_or("{}");
+  }
+  if (auto policy = args.get("--deletion-policy")) {
+    if (*policy == "Keep") {
+      plan.deletion_policy = store::DeletionPolicy::Keep;
+    } else if (*policy == "Mark") {
+      plan.deletion_policy = store::DeletionPolicy::Mark;
+    } else if (*policy == "Delete") {
+      plan.deletion_policy = store::DeletionPolicy::Delete;
+    } else {
+      return absl::InvalidArgumentError(
+          cat("--deletion-policy must be Keep, Mark or Delete, got `", *policy, "`"));
+    }
+  }
+  return plan;
+}
+
+}  // namespace
+
+int runCommand(const std::vector<std::string>& argv) {
+  if (!argv.empty() && (argv[0] == "-h" || argv[0] == "--help")) {
+    std::cout << kUsage;
+    return kExitOk;
+  }
+  FlagSpec spec;
+  spec.with_value = {"-f",
+                     "--filename",
+                     "--syncjob",
+                     "--namespace",
+                     "--connector",
+                     "--options",
+                     "--options-file",
+                     "--name",
+                     "--deletion-policy",
+                     "--database-url",
+                     "--database-timeout",
+                     "--timeout",
+                     "--start-timeout",
+                     "--secret-dir",
+                     "--cache-dir"};
+  spec.repeatable = {"-f", "--filename"};
+  spec.boolean = {"--json", "--update"};
+  auto parsed = parseArgs(argv, spec);
+  if (!parsed.ok()) {
+    return usage(std::string(parsed.status().message()));
+  }
+  ParsedArgs& args = *parsed;
+  for (const std::string& f : args.all("--filename")) {
+    args.values["-f"].push_back(f);
+  }
+  if (!args.positionals.empty()) {
+    return usage(cat("unexpected argument `", args.positionals.front(), "`"));
+  }
+  const bool manifests = args.has("-f");
+  const bool connector = args.has("--connector");
+  if (manifests == connector) {
+    return usage("give manifests with -f, or a c1 connector JSON with --connector");
+  }
+  if (manifests) {
+    for (const char* only : {"--options", "--options-file", "--name", "--deletion-policy"}) {
+      if (args.has(only)) {
+        return usage(cat(only, " goes with --connector; with manifests the SyncJob says it"));
+      }
+    }
+  } else if (args.has("--syncjob")) {
+    return usage("--syncjob goes with -f manifests");
+  }
+  RunFlags flags;
+  flags.json = args.has("--json");
+  flags.update = args.has("--update");
+  flags.database_url = args.get("--database-url");
+  flags.cache_dir = args.has("--cache-dir") ? std::filesystem::path(*args.get("--cache-dir"))
+                                            : cacheDir() / "connectors";
+  flags.secret_dir = secretDir(args);
+  for (const auto& [flag, target] : {std::pair<const char*, std::optional<double>*>{
+                                         "--database-timeout", &flags.database_timeout_s},
+                                     {"--timeout", &flags.timeout_s},
+                                     {"--start-timeout", &flags.start_timeout_s}}) {
+    if (auto text = args.get(flag)) {
+      auto seconds = parseSeconds(flag, *text);
+      if (!seconds.ok()) {
+        return usage(std::string(seconds.status().message()));
+      }
+      *target = *seconds;
+    }
+  }
+  const std::string ns = args.get("--namespace").value_or("default");
+  auto plan = manifests ? planFromManifests(args, ns) : planFromConnectorJson(args, ns);
+  if (!plan.ok()) {
+    return report({kExitInvalid, std::string(plan.status().message())});
+  }
+  return executeSync(*plan, flags);
+}
+
+}  // namespace tributary::cli
