@@ -286,6 +286,63 @@ TEST_F(CliTest, SecretOptionsFromEnvironmentOrClearError) {
   EXPECT_THAT(r.out, HasSubstr("20 received"));
 }
 
+// ---- the filesystem connector over a real directory, with each deletion policy ----
+
+class FilesystemTreeTest : public CliTest, public ::testing::WithParamInterface<std::string> {
+ protected:
+  Result sync(const std::string& root) {
+    const std::string file = manifests(
+        "fs.yaml",
+        "apiVersion: tributary.dev/v1alpha1\nkind: Connector\nmetadata:\n  name: files\nspec:\n"
+        "  source: Local\n  uri: " TRIBUTARY_FILESYSTEM_CONNECTOR
+        "\n  command: ./tributary-connector-filesystem\n---\n"
+        "apiVersion: tributary.dev/v1alpha1\nkind: SyncJob\nmetadata:\n  name: tree\nspec:\n"
+        "  connectorRef: {name: files}\n  options:\n    root: " +
+            root + "\n    hash: sha256\n  deletionPolicy: " + GetParam() + "\n");
+    return tributary({"run", "-f", file, "--database-url", dsn_, "--json"});
+  }
+};
+
+TEST_P(FilesystemTreeTest, AddedModifiedAndRemovedFiles) {
+  const TempDir tree;
+  tree.write("a.txt", "hello");
+  tree.write("b.txt", "bye");
+  tree.write("sub/c.txt", "deep");
+  Result r = sync(tree.path());
+  ASSERT_EQ(r.exit_code, 0) << r.all();
+  EXPECT_EQ(parseLast(r)["objects_inserted"], 4);  // a.txt, b.txt, sub, sub/c.txt
+  r = sync(tree.path());
+  ASSERT_EQ(r.exit_code, 0) << r.all();
+  EXPECT_EQ(parseLast(r)["objects_unchanged"], 4);
+  EXPECT_EQ(parseLast(r)["objects_upserted"], 0);
+
+  tree.write("a.txt", "hello, world");
+  tree.write("d.txt", "new");
+  std::filesystem::remove(tree.path() + "/b.txt");
+  r = sync(tree.path());
+  ASSERT_EQ(r.exit_code, 0) << r.all();
+  const auto s = parseLast(r);
+  EXPECT_EQ(s["objects_inserted"], 1);
+  EXPECT_EQ(s["objects_updated"], 1);
+  EXPECT_EQ(s["objects_unchanged"], 2);
+  const std::string policy = GetParam();
+  EXPECT_EQ(s["objects_missing"], policy == "Keep" ? 1 : 0);
+  EXPECT_EQ(s["objects_marked"], policy == "Mark" ? 1 : 0);
+  EXPECT_EQ(s["objects_deleted"], policy == "Delete" ? 1 : 0);
+  EXPECT_EQ(scalar("SELECT count(*) FROM tributary.live_objects WHERE sync_job = 'tree'"),
+            policy == "Keep" ? "5" : "4");
+  EXPECT_EQ(scalar("SELECT count(*) FROM tributary.object_versions WHERE sync_job = 'tree'"),
+            policy == "Delete" ? "4" : "5");
+  EXPECT_EQ(scalar("SELECT metadata_json->>'size' FROM tributary.live_objects "
+                   "WHERE sync_job = 'tree' AND remote_id = 'a.txt'"),
+            "12");
+  const Result all = tributary({"objects", "tree", "--state", "all", "--database-url", dsn_});
+  ASSERT_EQ(all.exit_code, 0) << all.all();
+  EXPECT_THAT(all.out, HasSubstr("sub/c.txt"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Policies, FilesystemTreeTest, ::testing::Values("Keep", "Mark", "Delete"));
+
 // ---- broken connectors: a clear message, exit 1, the run recorded failed ----
 
 struct BrokenCase {
