@@ -661,6 +661,29 @@ TEST_F(CliTest, ConformanceOfAnInstalledC1Connector) {
   EXPECT_THAT(parseLast(r)["connector"].get<std::string>(), HasSubstr("installed (Local"));
 }
 
+TEST_F(CliTest, ConformanceOfAManifestUsesItsSyncJobOptions) {
+  const std::string file = manifests(
+      "conn.yaml", connectorManifest("conn") +
+                       "---\napiVersion: tributary.dev/v1alpha1\nkind: SyncJob\nmetadata:\n"
+                       "  name: job\nspec:\n  connectorRef: {name: conn}\n"
+                       "  options: {pages: 1, page_size: 7}\n");
+  const Result r = tributary({"connector", "test", file, "--json"});
+  EXPECT_EQ(r.exit_code, 0) << r.all();
+  EXPECT_EQ(checkResult(parseLast(r), "pages")["detail"], "1 page(s), 7 object(s)") << r.all();
+}
+
+TEST_F(CliTest, ConformanceOfADirectoryWithConnectorJson) {
+  const TempDir dir;
+  std::filesystem::copy_file(TRIBUTARY_CPP_CONNECTOR, dir.path() + "/connector");
+  dir.write("connector.json",
+            R"({"name":"here","source":"Local","uri":"/unused",)"
+            R"("command":"./connector","env":{"TEST_CONNECTOR_MODE":"sync_error"}})");
+  const Result r = tributary({"connector", "test", dir.path(), "--json"});
+  EXPECT_EQ(r.exit_code, 1) << r.all();
+  EXPECT_EQ(checkResult(parseLast(r), "sync")["result"], "fail") << r.all();
+  EXPECT_EQ(tributary({"connector", "test", dir.path() + "/nothing-here"}).exit_code, 3);
+}
+
 struct ConformanceCase {
   std::string mode;
   std::string command;

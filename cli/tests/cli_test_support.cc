@@ -26,10 +26,26 @@ std::string slurp(const std::string& path) {
   return out.str();
 }
 
+// Can every user enter every directory of `path`? (The CLI's local PostgreSQL runs as the
+// `postgres` user when the tests run as root.)
+bool traversableByAll(const std::string& path) {
+  std::filesystem::path walk;
+  for (const auto& part : std::filesystem::path(path)) {
+    walk /= part;
+    struct stat st {};
+    if (::stat(walk.c_str(), &st) != 0 || (st.st_mode & S_IXOTH) == 0) {
+      return false;
+    }
+  }
+  return true;
+}
+
 std::string tempBase() {
   for (const char* name : {"TRIBUTARY_TEST_TMPDIR", "TMPDIR"}) {
     if (const char* v = std::getenv(name); v != nullptr && *v == '/') {
-      return v;
+      if (::geteuid() != 0 || traversableByAll(v)) {
+        return v;
+      }
     }
   }
   return "/tmp";
