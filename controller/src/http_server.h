@@ -1,0 +1,42 @@
+#pragma once
+
+// A minimal HTTP/1.1 server for /healthz, /readyz and /metrics: GET only, one request per
+// connection, handled on one thread (probes and scrapes are rare and small).
+
+#include "absl/status/statusor.h"
+
+#include <atomic>
+#include <functional>
+#include <string>
+#include <thread>
+
+namespace tributary::controller {
+
+struct HttpReply {
+  int code = 200;
+  std::string content_type = "text/plain; charset=utf-8";
+  std::string body;
+};
+
+class HttpServer {
+ public:
+  using Handler = std::function<HttpReply(const std::string& path)>;
+  /// Listens on "host:port" (":port" = all interfaces; port 0 = any free port).
+  static absl::StatusOr<std::unique_ptr<HttpServer>> start(const std::string& address,
+                                                           Handler handler);
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+  [[nodiscard]] int port() const { return port_; }
+  void stop();
+
+ private:
+  HttpServer(int fd, int port, Handler handler);
+  void loop(const std::stop_token& stop);
+  int fd_;
+  int port_;
+  Handler handler_;
+  std::jthread thread_;
+};
+
+}  // namespace tributary::controller
