@@ -519,6 +519,7 @@ Controller::Result Controller::reconcileConnector(const std::string& key) {
   const std::string ns = kube::namespaceOf(c);
   Json status = c.value("status", Json::object());
   const Json old_status = status;
+  const Json old_conditions = old_status.value("conditions", Json::array());
   Json& conditions = status["conditions"];
   if (!conditions.is_array()) {
     conditions = Json::array();
@@ -542,8 +543,7 @@ Controller::Result Controller::reconcileConnector(const std::string& key) {
   }
   const bool accepted = problems.empty();
   const std::string message = accepted ? "the spec is valid" : strings::join(problems, "; ");
-  const auto* before =
-      kube::findCondition(old_status.value("conditions", Json::array()), "Accepted");
+  const auto* before = kube::findCondition(old_conditions, "Accepted");
   const bool was_accepted = before != nullptr && (*before)["status"] == "True";
   kube::setCondition(conditions, "Accepted", accepted ? "True" : "False",
                      accepted ? "Valid" : "InvalidSpec", message, gen, Clock::now());
@@ -566,8 +566,7 @@ Controller::Result Controller::reconcileConnector(const std::string& key) {
       requeue = kube::ReconcileResult{false, 10s};
     }
   }
-  const auto* ready_before =
-      kube::findCondition(old_status.value("conditions", Json::array()), "Ready");
+  const auto* ready_before = kube::findCondition(old_conditions, "Ready");
   const bool was_ready = ready_before != nullptr && (*ready_before)["status"] == "True";
   kube::setCondition(conditions, "Ready", ready ? "True" : "False", ready_reason, ready_message,
                      gen, Clock::now());
@@ -643,6 +642,7 @@ Controller::Result Controller::reconcileSyncJob(const std::string& key) {
   const std::string uid = kube::uidOf(job);
   const auto gen = kube::generationOf(job);
   const Json old_status = job.value("status", Json::object());
+  const Json old_conditions = old_status.value("conditions", Json::array());
   Json status = old_status;
   if (!status["conditions"].is_array()) {
     status["conditions"] = Json::array();
@@ -656,7 +656,7 @@ Controller::Result Controller::reconcileSyncJob(const std::string& key) {
   // Conditions with an event when one turns False.
   auto condition = [&](std::string_view type, bool ok, std::string_view reason,
                        std::string_view message) {
-    const auto* before = kube::findCondition(old_status.value("conditions", Json::array()), type);
+    const auto* before = kube::findCondition(old_conditions, type);
     const bool was_false = before != nullptr && (*before)["status"] == "False" &&
                            (*before)["reason"] == reason && (*before)["message"] == message;
     kube::setCondition(conditions, type, ok ? "True" : "False", reason, message, gen, Clock::now());
