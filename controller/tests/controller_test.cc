@@ -122,14 +122,24 @@ class ControllerTest : public ::testing::Test {
   }
   Json get(const kube::ResourceType& type, const std::string& name) {
     auto r = client_->get(type, ns_, name);
-    return r.ok() ? *r : Json();
+    Json out = r.ok() ? *r : Json::object();
+    if (!out.contains("status")) {
+      out["status"] = Json::object();
+    }
+    return out;
   }
   std::vector<Json> runsOf(const std::string& job) {
     kube::ListOptions o;
     o.field_selector = "spec.syncJobRef.name=" + job;
     auto r = client_->listAll(kube::resources::syncRun(), ns_, o);
     EXPECT_TRUE(r.ok()) << r.status();
-    return r.ok() ? r->items : std::vector<Json>{};
+    std::vector<Json> items = r.ok() ? r->items : std::vector<Json>{};
+    for (auto& i : items) {
+      if (!i.contains("status")) {
+        i["status"] = Json::object();
+      }
+    }
+    return items;
   }
   std::vector<Json> eventsFor(const std::string& name) {
     auto r = client_->listAll(kube::resources::event(), ns_);
@@ -160,6 +170,7 @@ class ControllerTest : public ::testing::Test {
                   {"kind", "Lease"},
                   {"metadata",
                    {{"name", name},
+                    {"namespace", ns_},
                     {"labels", labels},
                     {"annotations", {{"tributary.dev/capacity", std::to_string(capacity)}}}}},
                   {"spec",
@@ -438,7 +449,16 @@ TEST_F(ControllerTest, BindsToTheLeastLoadedMatchingAgentAndRetriesWhenItLosesIt
       }
     }
     return on_b == 4 && attempt2 == 2;
-  }));
+  })) <<
+      [&] {
+        std::string out;
+        for (int i = 0; i < 4; ++i) {
+          for (const auto& r : runsOf("job" + std::to_string(i))) {
+            out += kube::nameOf(r) + " " + r["status"].dump() + "\n";
+          }
+        }
+        return out;
+      }();
   bool lost_event = false;
   for (int i = 0; i < 4; ++i) {
     for (const auto& r : runsOf("job" + std::to_string(i))) {
