@@ -8,6 +8,7 @@
 #include "tributary/kube/client.h"
 #include "tributary/kube/config.h"
 #include "tributary/testing/kube.h"
+#include "tributary/testing/promtool.h"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
@@ -750,20 +751,8 @@ TEST_F(ControllerTest, TwoBinariesOneLeaderFailoverAfterSigkillAndMetricsPassPro
         "process_resident_memory_bytes"}) {
     EXPECT_NE(metrics.find(name), std::string::npos) << name;
   }
-#ifdef TRIBUTARY_PROMTOOL
-  {
-    const std::string path = dir + "/metrics-" + ns_ + ".txt";
-    std::ofstream(path) << metrics;
-    const std::string cmd = std::string(TRIBUTARY_PROMTOOL) + " check metrics < " + path + " 2>&1";
-    FILE* f = popen(cmd.c_str(), "r");
-    std::string out;
-    char buf[512];
-    while (fgets(buf, sizeof buf, f) != nullptr) {
-      out += buf;
-    }
-    EXPECT_EQ(pclose(f), 0) << out;
-  }
-#endif
+  const absl::Status promtool = harness::promtoolCheckMetrics(metrics);
+  EXPECT_TRUE(promtool.ok()) << promtool;
 
   // SIGKILL the leader: the standby takes over within a lease duration and schedules.
   ::kill(leader.pid, SIGKILL);

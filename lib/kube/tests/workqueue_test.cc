@@ -4,6 +4,7 @@
 #include "tributary/kube/workqueue.h"
 
 #include "tributary/kube/metrics.h"
+#include "tributary/testing/promtool.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -257,26 +258,6 @@ TEST(WorkerPool, ThrowingReconcileCountsAsError) {
 namespace tributary::kube {
 namespace {
 
-#ifdef TRIBUTARY_PROMTOOL
-std::string promtoolCheck(const std::string& text, bool& ok) {
-  char path[] = "/tmp/tributary-kube-metrics-XXXXXX";
-  const int fd = ::mkstemp(path);
-  FILE* f = ::fdopen(fd, "w");
-  std::fwrite(text.data(), 1, text.size(), f);
-  std::fclose(f);
-  const std::string cmd = std::string(TRIBUTARY_PROMTOOL) + " check metrics < " + path + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[512];
-  while (std::fgets(buf, sizeof(buf), p) != nullptr) {
-    out += buf;
-  }
-  ok = ::pclose(p) == 0;
-  std::remove(path);
-  return out;
-}
-#endif
-
 TEST(WorkQueueMetrics, ControllerRuntimeNamesPassPromtool) {
   metrics::Registry registry;
   auto queue = std::make_shared<WorkQueue>(
@@ -322,11 +303,8 @@ TEST(WorkQueueMetrics, ControllerRuntimeNamesPassPromtool) {
           "rest_client_requests_total{code=\"409\",method=\"PUT\",host=\"127.0.0.1:6443\"} 1\n"));
   EXPECT_THAT(text, ::testing::HasSubstr(
                         "leader_election_master_status{name=\"tributary-controller\"} 1\n"));
-#ifdef TRIBUTARY_PROMTOOL
-  bool ok = false;
-  const std::string out = promtoolCheck(text, ok);
-  EXPECT_TRUE(ok) << out << "\n" << text;
-#endif
+  const absl::Status promtool = harness::promtoolCheckMetrics(text);
+  EXPECT_TRUE(promtool.ok()) << promtool << "\n" << text;
 }
 
 }  // namespace

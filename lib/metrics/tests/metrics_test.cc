@@ -2,6 +2,8 @@
 
 #include "tributary/metrics/metrics.h"
 
+#include "tributary/testing/promtool.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -12,28 +14,6 @@ namespace tributary::metrics {
 namespace {
 
 using ::testing::HasSubstr;
-
-#ifdef TRIBUTARY_PROMTOOL
-// Runs `promtool check metrics` on `text`; returns its output and sets `ok`.
-std::string promtoolCheck(const std::string& text, bool& ok) {
-  char path[] = "/tmp/tributary-metrics-XXXXXX";
-  const int fd = ::mkstemp(path);
-  EXPECT_GE(fd, 0);
-  FILE* f = ::fdopen(fd, "w");
-  std::fwrite(text.data(), 1, text.size(), f);
-  std::fclose(f);
-  const std::string cmd = std::string(TRIBUTARY_PROMTOOL) + " check metrics < " + path + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[512];
-  while (std::fgets(buf, sizeof(buf), p) != nullptr) {
-    out += buf;
-  }
-  ok = ::pclose(p) == 0;
-  std::remove(path);
-  return out;
-}
-#endif
 
 TEST(Metrics, ExposesCountersGaugesAndHistograms) {
   Registry registry;
@@ -90,13 +70,8 @@ TEST(Metrics, ExposesCountersGaugesAndHistograms) {
           "workqueue_queue_duration_seconds_count{name=\"syncjob\",controller=\"syncjob\"} 2\n"));
   EXPECT_THAT(text, HasSubstr("odd_total{v=\"quote \\\" backslash \\\\ newline \\n\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("# HELP odd_total Help with a backslash \\\\ and\\na newline\n"));
-#ifdef TRIBUTARY_PROMTOOL
-  bool ok = false;
-  const std::string out = promtoolCheck(text, ok);
-  EXPECT_TRUE(ok) << out << "\n" << text;
-#else
-  GTEST_SKIP() << "promtool not installed (scripts/bootstrap.sh installs Debian's prometheus)";
-#endif
+  const absl::Status promtool = tributary::harness::promtoolCheckMetrics(text);
+  EXPECT_TRUE(promtool.ok()) << promtool << "\n" << text;
 }
 
 TEST(Metrics, RejectsBadNamesAndTypeClashes) {
