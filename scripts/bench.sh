@@ -3,6 +3,8 @@
 # benchmark's table, with ratios against a baseline measured in the same run.
 #   scripts/bench.sh            all benchmarks
 #   scripts/bench.sh host       only the plugin-host throughput benchmark
+#   scripts/bench.sh store      only the store's page writer vs raw libpq (1 000 000 objects)
+#   scripts/bench.sh controller only the controller on a real kube-apiserver (1 000 and 10 000 jobs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,4 +16,14 @@ which=${1:-all}
 if [[ $which == all || $which == host ]]; then
   cmake --build --preset dev --target bench_host test_connector_cpp go_fixtures
   python3 bench/host_throughput.py --build-dir "${build}"
+fi
+
+if [[ $which == all || $which == store ]]; then
+  cmake --build --preset dev --target store_bench
+  "${build}/bench/store_bench" --objects 1000000 --page-sizes 100,1000,10000
+fi
+
+if [[ $which == all || $which == controller ]]; then
+  cmake --build --preset dev --target controller_bench
+  TRIBUTARY_KUBE_BIN_DIR="${build}/kube-bin" "${build}/bench/controller_bench" --jobs 1000,10000
 fi

@@ -6,7 +6,9 @@
 #include "absl/status/status.h"
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdio>
+#include <thread>
 #include <utility>
 
 namespace tributary::controller {
@@ -132,7 +134,12 @@ struct Controller::Queues {
   std::unique_ptr<kube::WorkQueue> jobs;
   std::unique_ptr<kube::WorkQueue> runs;
   std::vector<std::unique_ptr<kube::WorkerPool>> pools;  // destroyed before the queues
+  std::jthread agent_monitor;                            // see Controller::startWorkers
   ~Queues() {
+    if (agent_monitor.joinable()) {
+      agent_monitor.request_stop();
+      agent_monitor.join();
+    }
     for (auto& p : pools) {
       p->stop();
     }
@@ -146,12 +153,17 @@ Controller::Controller(ControllerOptions options)
       client_(options_.client),
       registry_(options_.registry ? options_.registry : std::make_shared<metrics::Registry>()),
       recorder_(options_.client, options_.component) {
+  recorder_.setErrorHandler([log = log_](std::string_view reason, const absl::Status& st) {
+    log.warn("cannot record event",
+             {{"reason", std::string(reason)}, {"error", std::string(st.message())}});
+  });
   auto informer = [&](const kube::ResourceType& type, std::string ns, std::string selector) {
     kube::InformerOptions o;
     o.type = type;
     o.ns = std::move(ns);
     o.label_selector = std::move(selector);
     o.logger = log_;
+    o.transform = kube::stripManagedFields;
     return std::make_unique<kube::Informer>(client_, std::move(o));
   };
   connectors_ = informer(kube::resources::connector(), options_.watch_namespace, "");
@@ -188,9 +200,15 @@ Controller::Controller(ControllerOptions options)
                          },
                          [this](const Json& o, bool) { enqueueJobsOfConnector(o); }});
   jobs_->addEventHandler(kube::EventHandler{
-      [enqueue](const Json& o, bool) { enqueue(kSyncJobController, kube::keyOf(o)); },
-      [enqueue](const Json&, const Json& o) { enqueue(kSyncJobController, kube::keyOf(o)); },
-      nullptr});
+      [this, enqueue](const Json& o, bool) {
+        job_writes_.observe(kube::keyOf(o), &o);
+        enqueue(kSyncJobController, kube::keyOf(o));
+      },
+      [this, enqueue](const Json&, const Json& o) {
+        job_writes_.observe(kube::keyOf(o), &o);
+        enqueue(kSyncJobController, kube::keyOf(o));
+      },
+      [this](const Json& o, bool) { job_writes_.observe(kube::keyOf(o), nullptr); }});
   runs_->addEventHandler(
       kube::EventHandler{[this](const Json& o, bool) { onRun(nullptr, &o); },
                          [this](const Json& old, const Json& o) { onRun(&old, &o); },
@@ -233,6 +251,10 @@ Controller::Controller(ControllerOptions options)
   registry_->counter("tributary_syncruns_failed_total",
                      "SyncRuns failed by the controller, by reason", {"reason"});
   registry_->gauge("tributary_agents", "Agent Leases seen, by state", {"state"});
+  registry_
+      ->counter("tributary_events_dropped_total",
+                "Events not written because too many were waiting (API server slow or away)", {})
+      .with({});
   registry_->addCollectHook([this] {
     int live = 0;
     int expired = 0;
@@ -361,6 +383,18 @@ void Controller::startWorkers() {
   for (const auto& k : runs_->store().keys()) {
     q->runs->add(k);
   }
+  // An agent whose Lease simply stops being renewed produces no event: look every run_poll.
+  q->agent_monitor = std::jthread([this](const std::stop_token& stop) {
+    std::mutex m;
+    std::condition_variable_any cv;
+    std::unique_lock lock(m);
+    while (!cv.wait_for(lock, stop, options_.run_poll, [] { return false; })) {
+      if (stop.stop_requested()) {
+        return;
+      }
+      enqueueRunsForAgents();
+    }
+  });
   log_.info("reconciling", {{"workers", options_.workers}});
 }
 
@@ -373,6 +407,10 @@ void Controller::stopWorkers() {
     assumed_.clear();
   }
   if (q) {
+    if (q->agent_monitor.joinable()) {
+      q->agent_monitor.request_stop();
+      q->agent_monitor.join();
+    }
     q->connectors->shutDown();
     q->jobs->shutDown();
     q->runs->shutDown();
@@ -385,6 +423,7 @@ void Controller::stopWorkers() {
 
 void Controller::stop() {
   stopWorkers();
+  recorder_.flush(2s);  // the last reconciles' events, while the API server may still answer
   connectors_->stop();
   jobs_->stop();
   runs_->stop();
@@ -432,6 +471,7 @@ void Controller::onRun(const Json* old_object, const Json* object) {
   const std::string key = kube::keyOf(any);
   const std::string job_key =
       kube::makeKey(kube::namespaceOf(any), str(any, "/spec/syncJobRef/name"));
+  run_writes_.observe(key, object);
   std::shared_ptr<Queues> q;
   {
     std::lock_guard lock(mu_);
@@ -473,6 +513,16 @@ void Controller::onRun(const Json* old_object, const Json* object) {
 }
 
 void Controller::enqueueRunsForAgents() {
+  // Pending runs may fit now; runs bound to an agent that is gone or expired must be retried.
+  // Runs of live agents are left alone: rechecking every bound run on every renewal would cost
+  // (runs × renewals) reconciles.
+  const auto now = options_.clock();
+  std::set<std::string> live;
+  for (const auto& l : leases_->store().list()) {
+    if (const Agent a = agentFrom(*l, now); a.live) {
+      live.insert(a.name);
+    }
+  }
   std::shared_ptr<Queues> q;
   std::vector<std::string> keys;
   {
@@ -482,8 +532,10 @@ void Controller::enqueueRunsForAgents() {
       return;
     }
     keys.assign(pending_runs_.begin(), pending_runs_.end());
-    for (const auto& [k, a] : bound_) {
-      keys.push_back(k);
+    for (const auto& [k, agent] : bound_) {
+      if (!live.contains(agent)) {
+        keys.push_back(k);
+      }
     }
   }
   for (const auto& k : keys) {
@@ -500,10 +552,10 @@ std::chrono::milliseconds Controller::retryDelay(int failures) const {
 
 void Controller::event(const Json& object, std::string_view type, std::string_view reason,
                        std::string_view message) {
-  const auto st = recorder_.record(object, type, reason, message);
-  if (!st.ok()) {
-    log_.warn("cannot record event",
-              {{"reason", std::string(reason)}, {"error", std::string(st.message())}});
+  if (!recorder_.post(object, type, reason, message)) {
+    registry_->counter("tributary_events_dropped_total", "", {}).with({}).inc();
+    log_.warn("event dropped: too many events waiting to be written",
+              {{"reason", std::string(reason)}, {"object", kube::keyOf(object)}});
   }
 }
 
@@ -624,14 +676,22 @@ absl::Status Controller::writeJobStatus(const Json& job, const Json& status) {
       updated = *fresh;
       updated["status"] = merged;
     }
+    const bool from_cache = first;
     first = false;
     auto r = client_->updateStatus(kube::resources::syncJob(), updated);
-    return r.ok() ? absl::OkStatus() : r.status();
+    if (!r.ok()) {
+      return r.status();
+    }
+    if (from_cache) {
+      job_writes_.remember(std::make_shared<const Json>(std::move(*r)),
+                           kube::resourceVersionOf(job));
+    }
+    return absl::OkStatus();
   });
 }
 
 Controller::Result Controller::reconcileSyncJob(const std::string& key) {
-  const auto obj = jobs_->store().get(key);
+  const auto obj = job_writes_.newest(key, jobs_->store().get(key));
   if (!obj) {
     return kube::ReconcileResult{};
   }
@@ -731,7 +791,8 @@ Controller::Result Controller::reconcileSyncJob(const std::string& key) {
       }
     }
     for (const auto& k : keys) {
-      if (auto r = runs_->store().get(k); r && str(*r, "/spec/syncJobRef/uid") == uid) {
+      if (auto r = run_writes_.newest(k, runs_->store().get(k));
+          r && str(*r, "/spec/syncJobRef/uid") == uid) {
         runs.push_back(r);
       }
     }
@@ -825,21 +886,22 @@ Controller::Result Controller::reconcileSyncJob(const std::string& key) {
     std::string name;
     TimePoint slot;
     std::string trigger;
-    std::string run_now_value;
   };
   std::optional<Due> due;
   status.erase("nextScheduleTime");
   const std::string run_now =
       str(job, strings::cat("/metadata/annotations/", "tributary.dev~1run-now"));
-  const std::string run_now_handled =
-      str(job, strings::cat("/metadata/annotations/", "tributary.dev~1run-now-handled"));
+  // A run-now value is handled once the status names its run (kept in the status, not in an
+  // annotation: one status write per manual run, and no conflict with our own metadata patch).
+  const bool run_now_pending =
+      !run_now.empty() && str(status, "/lastManualRun") != manualRunName(name, run_now);
   if (ready && !suspend) {
-    if (!run_now.empty() && run_now != run_now_handled) {
-      due = Due{manualRunName(name, run_now), now, "Manual", run_now};
-    } else if (!schedule) {
-      if (!status.contains("lastScheduleTime")) {
+    // A pending run-now goes first; the schedule is still evaluated for nextScheduleTime, and a
+    // slot due at the same time runs on the next pass (our status write brings the job back).
+    if (!schedule) {
+      if (!run_now_pending && !status.contains("lastScheduleTime")) {
         const auto created = timeAt(job, "/metadata/creationTimestamp").value_or(now);
-        due = Due{scheduledRunName(name, created), created, "Once", ""};
+        due = Due{scheduledRunName(name, created), created, "Once"};
       }
     } else {
       const auto created = timeAt(job, "/metadata/creationTimestamp").value_or(now);
@@ -850,24 +912,29 @@ Controller::Result Controller::reconcileSyncJob(const std::string& key) {
                   strings::cat("invalid schedule \"", schedule_text,
                                "\": ", decision.status().message()));
       } else {
-        if (decision->too_many_missed) {
+        if (decision->too_many_missed && !run_now_pending) {
           event(job, "Warning", "TooManyMissedTimes",
                 strings::cat("too many missed start times: ", decision->missed,
                              ". Set or decrease .spec.startingDeadlineSeconds or check clock "
                              "skew"));
         }
         if (decision->run_at && decision->deadline_exceeded) {
-          event(job, "Warning", "MissSchedule",
-                strings::cat("missed scheduled time to start a run: ",
-                             kube::formatTime(*decision->run_at)));
+          if (!run_now_pending) {
+            event(job, "Warning", "MissSchedule",
+                  strings::cat("missed scheduled time to start a run: ",
+                               kube::formatTime(*decision->run_at)));
+          }
         } else if (decision->run_at) {
-          due = Due{scheduledRunName(name, *decision->run_at), *decision->run_at, "Schedule", ""};
+          due = Due{scheduledRunName(name, *decision->run_at), *decision->run_at, "Schedule"};
         }
         if (decision->next) {
           status["nextScheduleTime"] = kube::formatTime(*decision->next);
           requeueIn(until(*decision->next, now) + 100ms);
         }
       }
+    }
+    if (run_now_pending) {
+      due = Due{manualRunName(name, run_now), now, "Manual"};
     }
   }
 
@@ -940,6 +1007,11 @@ Controller::Result Controller::reconcileSyncJob(const std::string& key) {
     std::string run_uid;
     if (created.ok()) {
       run_uid = kube::uidOf(*created);
+      {
+        std::lock_guard lock(mu_);
+        runs_by_job_[key].insert(kube::keyOf(*created));
+      }
+      run_writes_.remember(std::make_shared<const Json>(*created), "");
       registry_->counter("tributary_syncruns_created_total", "", {"trigger"})
           .with({due->trigger})
           .inc();
@@ -964,14 +1036,8 @@ Controller::Result Controller::reconcileSyncJob(const std::string& key) {
       return created.status();
     }
     if (due->trigger == "Manual") {
-      Json patch = {
-          {"metadata",
-           {{"annotations", {{std::string(kRunNowHandledAnnotation), due->run_now_value}}}}}};
-      auto p = client_->patch(kube::resources::syncJob(), ns, name, kube::PatchType::Merge, patch);
-      if (!p.ok()) {
-        return p.status();
-      }
-      requeueIn(1s);  // a scheduled slot may be waiting too
+      // Our status write brings the job back, for a scheduled slot that may be waiting too.
+      status["lastManualRun"] = due->name;
     } else {
       status["lastScheduleTime"] = kube::formatTime(due->slot);
     }
@@ -979,7 +1045,7 @@ Controller::Result Controller::reconcileSyncJob(const std::string& key) {
                                          [&](const Json& a) { return a["name"] == due->name; })) {
       active_refs.push_back({{"name", due->name}, {"uid", run_uid}});
     }
-  } else if (ready && !suspend && !run_now.empty() && run_now != run_now_handled) {
+  } else if (ready && !suspend && run_now_pending) {
     // A manual run waits for the active one (Forbid); run events bring us back.
     requeueIn(options_.run_poll);
   }
@@ -1026,7 +1092,11 @@ absl::Status Controller::writeRunStatus(const Json& run, const Json& status) {
   Json updated = run;
   updated["status"] = status;
   auto r = client_->updateStatus(kube::resources::syncRun(), updated);
-  return r.ok() ? absl::OkStatus() : r.status();
+  if (!r.ok()) {
+    return r.status();
+  }
+  run_writes_.remember(std::make_shared<const Json>(std::move(*r)), kube::resourceVersionOf(run));
+  return absl::OkStatus();
 }
 
 std::optional<std::string> Controller::pickAgent(const Json& run, const Json* job) {
@@ -1070,7 +1140,7 @@ std::optional<std::string> Controller::pickAgent(const Json& run, const Json* jo
 }
 
 Controller::Result Controller::reconcileSyncRun(const std::string& key) {
-  const auto obj = runs_->store().get(key);
+  const auto obj = run_writes_.newest(key, runs_->store().get(key));
   if (!obj) {
     return kube::ReconcileResult{};
   }
@@ -1120,6 +1190,7 @@ Controller::Result Controller::reconcileSyncRun(const std::string& key) {
       return p.status();
     }
     Json fresh = *p;  // the patch changed the resourceVersion
+    run_writes_.remember(std::make_shared<const Json>(fresh), kube::resourceVersionOf(run));
     status["phase"] = "Pending";
     status["attempt"] = attempt + 1;
     for (const char* f : {"agent", "boundTime", "startTime", "lastProgressTime"}) {
@@ -1184,11 +1255,11 @@ Controller::Result Controller::reconcileSyncRun(const std::string& key) {
     registry_->counter("tributary_syncruns_bound_total", "", {}).with({}).inc();
     event(run, "Normal", "Bound",
           strings::cat("bound to agent ", *agent, " (attempt ", attempt, ")"));
-    return kube::ReconcileResult{false, options_.run_poll};
+    return kube::ReconcileResult{false, options_.max_requeue};
   }
 
   // Bound or Running.
-  std::chrono::milliseconds next_check = options_.run_poll;
+  std::chrono::milliseconds next_check = options_.max_requeue;
   if (auto deadline = integer(run, "/spec/activeDeadlineSeconds")) {
     const auto start =
         timeAt(run, "/status/startTime").value_or(timeAt(run, "/status/boundTime").value_or(now));
@@ -1214,7 +1285,7 @@ Controller::Result Controller::reconcileSyncRun(const std::string& key) {
   if (!agent.live) {
     return retryOrFail("AgentLost", strings::cat("agent ", agent_name, " lost its Lease"));
   }
-  next_check = std::min(next_check, until(agent.expires, now) + 100ms);
+  // Lease expiry is checked per agent (enqueueRunsForAgents, every run_poll), not per run.
   return kube::ReconcileResult{false, next_check};
 }
 

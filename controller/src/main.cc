@@ -38,6 +38,7 @@ constexpr const char* kUsage = R"(usage: tributary-controller [flags]
                                       --leader-elect-retry-period 2s)
   --metrics-bind-address ADDR         /metrics (default :8080; 0 disables)
   --health-probe-bind-address ADDR    /healthz and /readyz (default :8081; 0 disables)
+  --http-io-threads N                 HTTP client I/O threads (default 4)
   --log-level LEVEL                   debug|info|warn|error (default info)
 )";
 
@@ -108,6 +109,7 @@ int main(int argc, char** argv) {
   std::string level = "info";
   bool leader_elect = false;
   int workers = 2;
+  int http_io_threads = 4;
   kube::LeaderElectionConfig le;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -140,6 +142,8 @@ int main(int argc, char** argv) {
       agent_ns = next();
     } else if (arg == "--workers") {
       workers = std::max(1, std::atoi(next().c_str()));
+    } else if (arg == "--http-io-threads") {
+      http_io_threads = std::max(1, std::atoi(next().c_str()));
     } else if (arg == "--leader-elect") {
       leader_elect = !has_eq || value == "true";
     } else if (arg == "--leader-election-id") {
@@ -184,6 +188,10 @@ int main(int argc, char** argv) {
     stop.request_stop();
   });
 
+  if (auto st = kube::setHttpIoThreads(static_cast<std::size_t>(http_io_threads)); !st.ok()) {
+    log.error("cannot start", {{"error", std::string(st.message())}});
+    return 1;
+  }
   kube::LoadOptions load;
   load.kubeconfig = kubeconfig;
   auto config = kube::loadConfig(load);

@@ -390,7 +390,7 @@ TEST_F(ControllerTest, RunNowAnnotationStartsOneRunPerValue) {
   EXPECT_EQ(runsOf("manual")[0]["spec"]["trigger"], "Manual");
   ASSERT_TRUE(waitFor([&] {
     auto j = get(kube::resources::syncJob(), "manual");
-    return j["metadata"]["annotations"].value(std::string(kRunNowHandledAnnotation), "") == "one";
+    return j["status"].value("lastManualRun", "") == manualRunName("manual", "one");
   }));
   // Same value again: nothing. The first run finishes; a new value runs again.
   annotate("one");
@@ -467,6 +467,32 @@ TEST_F(ControllerTest, BindsToTheLeastLoadedMatchingAgentAndRetriesWhenItLosesIt
     }
   }
   EXPECT_TRUE(lost_event);
+}
+
+TEST_F(ControllerTest, AnAgentLeaseThatSilentlyExpiresGivesItsRunsBack) {
+  startController();
+  create(kube::resources::connector(), connector("c"));
+  putAgentLease("quiet", {}, 30);
+  create(kube::resources::syncJob(), syncJob("j", "c"));
+  ASSERT_TRUE(waitFor([&] {
+    auto r = runsOf("j");
+    return r.size() == 1 && r[0]["status"].value("agent", "") == "quiet";
+  }));
+  // No Lease event at all: the controller's clock passes renewTime + 30 s. The agent monitor
+  // (every run_poll) notices; the run goes back to Pending for attempt 2.
+  offset_ = 60;
+  ASSERT_TRUE(waitFor([&] {
+    auto r = runsOf("j");
+    return r.size() == 1 && r[0]["status"].value("attempt", 0) == 2 &&
+           r[0]["status"].value("phase", "") == "Pending" &&
+           r[0]["status"].value("reason", "") == "AgentLost";
+  })) << runsOf("j")[0]["status"].dump();
+  // A renewal (at the controller's time) brings the agent back and the run is bound again.
+  putAgentLease("quiet", {}, 30, 4, std::chrono::system_clock::now() + 60s);
+  EXPECT_TRUE(waitFor([&] {
+    auto r = runsOf("j");
+    return r.size() == 1 && r[0]["status"].value("phase", "") == "Bound";
+  }));
 }
 
 TEST_F(ControllerTest, NoAgentLeavesRunsPendingUntilOneAppears) {
@@ -625,6 +651,41 @@ TEST_F(ControllerTest, AThousandSyncJobsCreatedAtOnceAreAllScheduled) {
   }
   EXPECT_EQ(jobs.size(), static_cast<std::size_t>(kJobs));
   EXPECT_EQ(all->items.size(), static_cast<std::size_t>(kJobs));
+}
+
+TEST_F(ControllerTest, KeepsWorkingAcrossAnApiServerRestart) {
+  startController();
+  create(kube::resources::connector(), connector("c"));
+  putAgentLease("agent", {}, 600);
+  create(kube::resources::syncJob(), syncJob("before", "c"));
+  ASSERT_TRUE(waitFor([&] {
+    auto r = runsOf("before");
+    return r.size() == 1 && r[0]["status"].value("phase", "") == "Bound";
+  }));
+  KubeApiServer::shared().restartApiServer();
+  // /readyz is served before the custom resources' storage is back (429 "storage is
+  // (re)initializing" for a moment): wait for that like any client would.
+  ASSERT_TRUE(waitFor([&] {
+    return client_->listAll(kube::resources::syncRun(), ns_).ok() &&
+           client_->listAll(kube::resources::syncJob(), ns_).ok();
+  }));
+  // Every watch of the controller was cut; the informers re-watch (or relist) and the reconcilers
+  // see what happens next: a new job is scheduled and bound, an agent report is acted on.
+  create(kube::resources::syncJob(), syncJob("after", "c"));
+  ASSERT_TRUE(waitFor(
+      [&] {
+        auto r = runsOf("after");
+        return r.size() == 1 && r[0]["status"].value("phase", "") == "Bound";
+      },
+      60s));
+  patchRunStatus(kube::nameOf(runsOf("before")[0]),
+                 {{"phase", "Succeeded"}, {"completionTime", kube::formatTime(Clock::now())}});
+  EXPECT_TRUE(waitFor([&] {
+    auto j = get(kube::resources::syncJob(), "before");
+    return j["status"].contains("lastRun") && j["status"]["lastRun"]["phase"] == "Succeeded";
+  }));
+  EXPECT_EQ(runsOf("before").size(), 1U);
+  EXPECT_EQ(runsOf("after").size(), 1U);
 }
 
 // --- the binary ----------------------------------------------------------------------------------

@@ -838,31 +838,115 @@ Json controllerOwnerReference(const Json& owner) {
 }
 
 EventRecorder::EventRecorder(std::shared_ptr<Client> client, std::string component,
-                             std::string host)
-    : client_(std::move(client)), component_(std::move(component)), host_(std::move(host)) {}
+                             std::string host, std::size_t max_queued)
+    : client_(std::move(client)),
+      component_(std::move(component)),
+      host_(std::move(host)),
+      max_queued_(max_queued),
+      last_prune_(std::chrono::steady_clock::now()) {}
+
+EventRecorder::~EventRecorder() {
+  if (writer_.joinable()) {
+    writer_.request_stop();
+    writer_.join();
+  }
+}
+
+void EventRecorder::setErrorHandler(
+    std::function<void(std::string_view, const absl::Status&)> on_error) {
+  std::lock_guard lock(mu_);
+  on_error_ = std::move(on_error);
+}
+
+bool EventRecorder::post(const Json& object, std::string_view type, std::string_view reason,
+                         std::string_view message) {
+  std::lock_guard lock(mu_);
+  if (posted_.size() >= max_queued_) {
+    dropped_++;
+    return false;
+  }
+  posted_.push_back(Posted{objectReference(object), std::string(type), std::string(reason),
+                           std::string(message)});
+  if (!writer_.joinable()) {
+    writer_ = std::jthread([this](const std::stop_token& stop) { writerLoop(stop); });
+  }
+  posted_cv_.notify_one();
+  return true;
+}
+
+void EventRecorder::writerLoop(const std::stop_token& stop) {
+  std::unique_lock lock(mu_);
+  while (true) {
+    posted_cv_.wait(lock, stop, [this] { return !posted_.empty(); });
+    if (stop.stop_requested()) {
+      return;
+    }
+    std::vector<Posted> batch;
+    batch.swap(posted_);
+    writing_ = true;
+    lock.unlock();
+    for (const auto& p : batch) {
+      if (stop.stop_requested()) {
+        break;
+      }
+      const absl::Status st = write(p.reference, p.type, p.reason, p.message);
+      if (!st.ok()) {
+        std::function<void(std::string_view, const absl::Status&)> on_error;
+        {
+          std::lock_guard error_lock(mu_);
+          on_error = on_error_;
+        }
+        if (on_error) {
+          on_error(p.reason, st);
+        }
+      }
+    }
+    lock.lock();
+    writing_ = false;
+    idle_cv_.notify_all();
+  }
+}
+
+bool EventRecorder::flush(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  return idle_cv_.wait_for(lock, timeout, [this] { return posted_.empty() && !writing_; });
+}
 
 absl::Status EventRecorder::record(const Json& object, std::string_view type,
                                    std::string_view reason, std::string_view message) {
+  return write(objectReference(object), type, reason, message);
+}
+
+absl::Status EventRecorder::write(const Json& reference, std::string_view type,
+                                  std::string_view reason, std::string_view message) {
   constexpr std::size_t kMaxMessage = 1024;
   std::string msg(message.substr(0, kMaxMessage));
-  const std::string ns = namespaceOf(object).empty() ? "default" : namespaceOf(object);
-  const std::string dedup_key =
-      strings::cat(uidOf(object), "|", keyOf(object), "|", type, "|", reason, "|", msg);
+  const std::string name = stringField(reference, "name");
+  const std::string ns = stringField(reference, "namespace").empty()
+                             ? std::string("default")
+                             : stringField(reference, "namespace");
+  const std::string dedup_key = strings::cat(stringField(reference, "uid"), "|", ns, "/", name, "|",
+                                             type, "|", reason, "|", msg);
   const auto now_steady = std::chrono::steady_clock::now();
   const std::string now = formatTime(std::chrono::system_clock::now());
 
   std::optional<Seen> previous;
   {
     std::lock_guard lock(mu_);
-    // Forget entries older than the aggregation window so the map stays bounded.
-    for (auto it = seen_.begin(); it != seen_.end();) {
-      if (now_steady - it->second.last > std::chrono::minutes(10)) {
-        it = seen_.erase(it);
-      } else {
-        ++it;
+    // Forget entries older than the aggregation window so the map stays bounded; a sweep per
+    // minute keeps this O(1) per event on average.
+    if (now_steady - last_prune_ > std::chrono::minutes(1)) {
+      last_prune_ = now_steady;
+      for (auto it = seen_.begin(); it != seen_.end();) {
+        if (now_steady - it->second.last > std::chrono::minutes(10)) {
+          it = seen_.erase(it);
+        } else {
+          ++it;
+        }
       }
     }
-    if (auto it = seen_.find(dedup_key); it != seen_.end()) {
+    if (auto it = seen_.find(dedup_key);
+        it != seen_.end() && now_steady - it->second.last <= std::chrono::minutes(10)) {
       previous = it->second;
     }
   }
@@ -887,11 +971,11 @@ absl::Status EventRecorder::record(const Json& object, std::string_view type,
   std::snprintf(suffix, sizeof(suffix), "%llx%llx", static_cast<unsigned long long>(nanos),
                 static_cast<unsigned long long>(sequence_.fetch_add(1)));
   // Event names are DNS subdomains (at most 253 characters) like "<object>.<unique hex>".
-  std::string base = nameOf(object).empty() ? std::string("object") : nameOf(object).substr(0, 200);
+  std::string base = name.empty() ? std::string("object") : name.substr(0, 200);
   Json event = {{"apiVersion", "v1"},
                 {"kind", "Event"},
                 {"metadata", {{"name", strings::cat(base, ".", suffix)}, {"namespace", ns}}},
-                {"involvedObject", objectReference(object)},
+                {"involvedObject", reference},
                 {"reason", reason},
                 {"message", msg},
                 {"type", type},

@@ -11,6 +11,7 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <pplx/threadpool.h>
 
 #include <algorithm>
 #include <cctype>
@@ -117,8 +118,9 @@ class CppRestTransport final : public Transport {
         } catch (const http::http_exception& e) {
           // A pooled keep-alive connection that the server closed (e.g. an API server restart)
           // fails while the request is written: the server never saw it, so sending it again on
-          // a fresh connection is safe for every method.
-          if (attempt >= 3 || stop.stop_requested() ||
+          // a fresh connection is safe for every method. Each failure uses up one dead pooled
+          // connection, and after a restart every pooled connection is dead: allow several.
+          if (attempt >= 10 || stop.stop_requested() ||
               std::string_view(e.what()).find("Failed to write request") ==
                   std::string_view::npos) {
             throw;
@@ -271,6 +273,16 @@ std::string HttpResponse::header(std::string_view name) const {
     }
   }
   return {};
+}
+
+absl::Status setHttpIoThreads(std::size_t threads) {
+  try {
+    crossplat::threadpool::initialize_with_threads(threads);
+    return absl::OkStatus();
+  } catch (const std::exception& e) {
+    return absl::FailedPreconditionError(
+        strings::cat("cannot size the HTTP I/O thread pool: ", e.what()));
+  }
 }
 
 absl::StatusOr<std::shared_ptr<Transport>> makeCppRestTransport(const Config& config) {

@@ -40,6 +40,60 @@ std::size_t Store::size() const {
   return items_.size();
 }
 
+void stripManagedFields(Json& object) {
+  if (auto meta = object.find("metadata"); meta != object.end() && meta->is_object()) {
+    meta->erase("managedFields");
+  }
+}
+
+void MutationCache::remember(ObjectPtr written, std::string previous_rv) {
+  if (!written) {
+    return;
+  }
+  const std::string key = keyOf(*written);
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard lock(mu_);
+  auto it = entries_.find(key);
+  if (it != entries_.end() && resourceVersionOf(*it->second.written) == previous_rv) {
+    it->second.behind.push_back(std::move(previous_rv));
+    it->second.written = std::move(written);
+    it->second.at = now;
+    return;
+  }
+  entries_.insert_or_assign(key, Entry{{std::move(previous_rv)}, std::move(written), now});
+}
+
+bool MutationCache::behind(const Entry& e, const Json* cached) const {
+  const std::string rv = cached != nullptr ? resourceVersionOf(*cached) : std::string();
+  return std::find(e.behind.begin(), e.behind.end(), rv) != e.behind.end();
+}
+
+ObjectPtr MutationCache::newest(const std::string& key, ObjectPtr cached) {
+  std::lock_guard lock(mu_);
+  const auto it = entries_.find(key);
+  if (it == entries_.end()) {
+    return cached;
+  }
+  if (std::chrono::steady_clock::now() - it->second.at < ttl_ && behind(it->second, cached.get())) {
+    return it->second.written;
+  }
+  entries_.erase(it);
+  return cached;
+}
+
+void MutationCache::observe(const std::string& key, const Json* cached) {
+  std::lock_guard lock(mu_);
+  const auto it = entries_.find(key);
+  if (it != entries_.end() && (cached == nullptr || !behind(it->second, cached))) {
+    entries_.erase(it);
+  }
+}
+
+std::size_t MutationCache::size() const {
+  std::lock_guard lock(mu_);
+  return entries_.size();
+}
+
 std::optional<Delta> Store::apply(WatchEvent::Type type, Json object) {
   std::string key = keyOf(object);
   std::lock_guard lock(mu_);
@@ -215,6 +269,11 @@ absl::Status Informer::listAndReplace(const std::stop_token& stop) {
   }
   const std::string rv = listed->resource_version;
   const std::size_t count = listed->items.size();
+  if (options_.transform) {
+    for (Json& item : listed->items) {
+      options_.transform(item);
+    }
+  }
   std::vector<Delta> deltas = store_.replace(std::move(listed->items));
   const bool initial = !listed_once_;
   std::vector<Notification> batch;
@@ -313,6 +372,9 @@ void Informer::reflectorLoop(const std::stop_token& stop) {
               break;
           }
           std::string rv = resourceVersionOf(event.object);
+          if (options_.transform) {
+            options_.transform(event.object);
+          }
           auto delta = store_.apply(event.type, std::move(event.object));
           {
             std::lock_guard lock(mu_);

@@ -786,6 +786,89 @@ TEST_F(KubeIntegration, InformerResyncReplaysCachedObjects) {
   informer.stop();
 }
 
+TEST_F(KubeIntegration, StrippedManagedFieldsAreKeptByTheServerOnUpdate) {
+  auto c = adminClient();
+  const std::string ns = freshNamespace("strip");
+  ASSERT_TRUE(c->create(resources::syncJob(), ns, syncJob("a")).ok());
+  InformerOptions options = fastInformer(ns);
+  options.transform = stripManagedFields;
+  Informer informer(c, options);
+  informer.start();
+  ASSERT_TRUE(informer.waitForSync(20s));
+  const ObjectPtr cached = informer.store().get(ns + "/a");
+  ASSERT_NE(cached, nullptr);
+  EXPECT_FALSE((*cached)["metadata"].contains("managedFields"));
+  // A status update sent from the stripped copy: the server keeps (and extends) managedFields.
+  Json updated = *cached;
+  updated["status"] = {{"observedGeneration", 1}};
+  ASSERT_TRUE(c->updateStatus(resources::syncJob(), updated).ok());
+  auto fresh = c->get(resources::syncJob(), ns, "a");
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  ASSERT_TRUE((*fresh)["metadata"]["managedFields"].is_array());
+  std::set<std::string> subresources;
+  for (const auto& f : (*fresh)["metadata"]["managedFields"]) {
+    subresources.insert(f.value("subresource", ""));
+  }
+  EXPECT_EQ(subresources, (std::set<std::string>{"", "status"}));
+  // And the watch event of that update reaches the cache stripped as well.
+  ASSERT_TRUE(waitFor(
+      [&] {
+        auto o = informer.store().get(ns + "/a");
+        return o && o->contains("status") && (*o)["status"].value("observedGeneration", 0) == 1;
+      },
+      20s));
+  EXPECT_FALSE((*informer.store().get(ns + "/a"))["metadata"].contains("managedFields"));
+  informer.stop();
+}
+
+TEST_F(KubeIntegration, PostedEventsAreWrittenInTheBackgroundAndOverflowIsCounted) {
+  auto c = adminClient();
+  const std::string ns = freshNamespace("postev");
+  auto job = c->create(resources::syncJob(), ns, syncJob("job"));
+  ASSERT_TRUE(job.ok()) << job.status();
+  {
+    EventRecorder recorder(c, "tributary-controller", "host-1");
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_TRUE(recorder.post(*job, "Normal", "Created", "created run " + std::to_string(i)));
+    }
+    EXPECT_TRUE(recorder.post(*job, "Warning", "Again", "same message"));
+    EXPECT_TRUE(recorder.post(*job, "Warning", "Again", "same message"));
+    ASSERT_TRUE(recorder.flush(20s));
+    EXPECT_EQ(recorder.dropped(), 0U);
+  }
+  auto events =
+      c->list(resources::event(), ns, ListOptions{"", "involvedObject.name=job", 0, "", ""});
+  ASSERT_TRUE(events.ok()) << events.status();
+  std::map<std::string, int> count_by_message;
+  for (const Json& e : events->items) {
+    count_by_message[e["message"].get<std::string>()] = e["count"].get<int>();
+    EXPECT_EQ(e["involvedObject"]["uid"], uidOf(*job));
+    EXPECT_EQ(e["involvedObject"]["kind"], "SyncJob");
+  }
+  EXPECT_EQ(
+      count_by_message,
+      (std::map<std::string, int>{
+          {"created run 0", 1}, {"created run 1", 1}, {"created run 2", 1}, {"same message", 2}}));
+
+  // A queue of 2 fed much faster than the API server answers: the excess is dropped and counted,
+  // posting never blocks, and what was queued is written.
+  const std::string ns2 = freshNamespace("postev2");
+  auto job2 = c->create(resources::syncJob(), ns2, syncJob("job"));
+  ASSERT_TRUE(job2.ok()) << job2.status();
+  EventRecorder small(c, "tributary-controller", "host-1", 2);
+  int accepted = 0;
+  for (int i = 0; i < 50; ++i) {
+    accepted += small.post(*job2, "Normal", "Burst", "event " + std::to_string(i)) ? 1 : 0;
+  }
+  ASSERT_TRUE(small.flush(20s));
+  EXPECT_GT(small.dropped(), 0U);
+  EXPECT_EQ(accepted + static_cast<int>(small.dropped()), 50);
+  auto burst =
+      c->list(resources::event(), ns2, ListOptions{"", "involvedObject.name=job", 0, "", ""});
+  ASSERT_TRUE(burst.ok()) << burst.status();
+  EXPECT_EQ(static_cast<int>(burst->items.size()), accepted);
+}
+
 // --- leader election -----------------------------------------------------------------------------
 
 struct Candidate {

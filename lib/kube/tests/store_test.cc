@@ -7,6 +7,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <thread>
+
 namespace tributary::kube {
 namespace {
 
@@ -69,6 +71,76 @@ TEST(Store, ReplaceEmitsOnlyTheDifference) {
   // Replacing with the same content again changes nothing.
   EXPECT_TRUE(store.replace({obj("a", "keep", "1"), obj("a", "change", "7"), obj("b", "new", "8")})
                   .empty());
+}
+
+ObjectPtr ptr(Json j) { return std::make_shared<const Json>(std::move(j)); }
+
+TEST(MutationCache, ServesOurWriteUntilTheCacheCatchesUp) {
+  MutationCache writes;
+  const ObjectPtr v1 = ptr(obj("a", "x", "1"));
+  EXPECT_EQ(writes.newest("a/x", v1), v1);  // nothing remembered
+  writes.remember(ptr(obj("a", "x", "2", 7)), "1");
+  // The informer still has version 1: our version 2 is newer.
+  EXPECT_EQ(resourceVersionOf(*writes.newest("a/x", v1)), "2");
+  EXPECT_EQ(writes.size(), 1U);
+  // The informer delivered version 2 (or anything later): its object wins, the entry goes.
+  const ObjectPtr v3 = ptr(obj("a", "x", "3"));
+  EXPECT_EQ(writes.newest("a/x", v3), v3);
+  EXPECT_EQ(writes.size(), 0U);
+  EXPECT_EQ(writes.newest("a/x", v1), v1);
+}
+
+TEST(MutationCache, CreatedObjectsAndChainsOfWrites) {
+  MutationCache writes;
+  // Created: visible before the informer has it.
+  writes.remember(ptr(obj("a", "new", "5")), "");
+  ASSERT_NE(writes.newest("a/new", nullptr), nullptr);
+  EXPECT_EQ(resourceVersionOf(*writes.newest("a/new", nullptr)), "5");
+  // A patch then a status update of the created object: the last write wins while the informer
+  // shows any version of the chain (absent, 5 or 6).
+  writes.remember(ptr(obj("a", "new", "6")), "5");
+  writes.remember(ptr(obj("a", "new", "7")), "6");
+  EXPECT_EQ(resourceVersionOf(*writes.newest("a/new", nullptr)), "7");
+  EXPECT_EQ(resourceVersionOf(*writes.newest("a/new", ptr(obj("a", "new", "6")))), "7");
+  // observe() of an intermediate version keeps the entry; of a later one drops it.
+  writes.observe("a/new", ptr(obj("a", "new", "5")).get());
+  EXPECT_EQ(writes.size(), 1U);
+  const Json v7 = obj("a", "new", "7");
+  writes.observe("a/new", &v7);
+  EXPECT_EQ(writes.size(), 0U);
+  // A write based on something else than the last remembered version starts a new chain.
+  writes.remember(ptr(obj("a", "y", "2")), "1");
+  writes.remember(ptr(obj("a", "y", "9")), "8");
+  EXPECT_EQ(resourceVersionOf(*writes.newest("a/y", ptr(obj("a", "y", "8")))), "9");
+  const ObjectPtr y1 = ptr(obj("a", "y", "1"));
+  EXPECT_EQ(writes.newest("a/y", y1), y1);
+  // Deleted (the informer says so): dropped.
+  writes.remember(ptr(obj("a", "z", "2")), "1");
+  writes.observe("a/z", nullptr);
+  EXPECT_EQ(writes.size(), 0U);
+}
+
+TEST(MutationCache, OldEntriesAreNotTrusted) {
+  MutationCache writes(50ms);
+  writes.remember(ptr(obj("a", "x", "2")), "");
+  ASSERT_NE(writes.newest("a/x", nullptr), nullptr);
+  std::this_thread::sleep_for(80ms);
+  // A relist may have hidden a create-then-delete: after the TTL the informer is believed.
+  EXPECT_EQ(writes.newest("a/x", nullptr), nullptr);
+  EXPECT_EQ(writes.size(), 0U);
+}
+
+TEST(Objects, StripManagedFieldsKeepsEverythingElse) {
+  Json o = obj("a", "x", "1");
+  o["metadata"]["managedFields"] = Json::array({{{"manager", "kubectl"}}});
+  o["metadata"]["labels"] = {{"k", "v"}};
+  Json expected = o;
+  expected["metadata"].erase("managedFields");
+  stripManagedFields(o);
+  EXPECT_EQ(o, expected);
+  Json no_metadata = {{"kind", "X"}};
+  stripManagedFields(no_metadata);
+  EXPECT_EQ(no_metadata, (Json{{"kind", "X"}}));
 }
 
 TEST(Backoff, GrowsWithJitterAndCaps) {

@@ -471,6 +471,8 @@ absl::Status KubeApiServer::startEtcd() {
 
 absl::Status KubeApiServer::launchApiServer() {
   internal::SpawnOptions options;
+  // --shutdown-watch-termination-grace-period: end watches at SIGTERM; HTTP/1.1 watch
+  // connections otherwise hold a graceful shutdown until its 60 s timeout.
   options.argv = {apiserver_bin_,
                   "--etcd-servers=" + etcdUrl(),
                   "--bind-address=127.0.0.1",
@@ -490,6 +492,7 @@ absl::Status KubeApiServer::launchApiServer() {
                   "--allow-privileged=true",
                   "--endpoint-reconciler-type=none",
                   "--watch-cache=true",
+                  "--shutdown-watch-termination-grace-period=5s",
                   "--profiling=false",
                   "--v=0"};
   for (const std::string& arg : options_.apiserver_args) {

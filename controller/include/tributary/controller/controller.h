@@ -6,8 +6,8 @@
 //
 // Conventions (see controller/README.md):
 //  * run-now: annotation `tributary.dev/run-now: <value>` on a SyncJob starts one Manual run per
-//    distinct value (SyncRun `<job>-m<hash>`); the controller records the handled value in
-//    annotation `tributary.dev/run-now-handled`.
+//    distinct value (SyncRun `<job>-m<hash>`); the controller records that run's name in
+//    status.lastManualRun, which marks the value handled.
 //  * agents: Leases in the agent namespace labelled `tributary.dev/agent=true`; the Lease name is
 //    the agent name, its labels are matched against SyncJob.spec.agentSelector, annotation
 //    `tributary.dev/capacity` (default 4) bounds concurrent Bound/Running runs; live while
@@ -34,7 +34,6 @@
 namespace tributary::controller {
 
 inline constexpr std::string_view kRunNowAnnotation = "tributary.dev/run-now";
-inline constexpr std::string_view kRunNowHandledAnnotation = "tributary.dev/run-now-handled";
 inline constexpr std::string_view kNotBeforeAnnotation = "tributary.dev/not-before";
 inline constexpr std::string_view kScheduledAnnotation = "tributary.dev/scheduled-timestamp";
 inline constexpr std::string_view kSyncJobLabel = "tributary.dev/syncjob";
@@ -54,7 +53,9 @@ struct ControllerOptions {
   std::function<TimePoint()> clock = [] { return Clock::now(); };
   /// Longest requeue delay (the next slot may be far away; tests with a moving clock use less).
   std::chrono::milliseconds max_requeue{std::chrono::minutes(10)};
-  /// How often unbound runs and bound runs are re-checked without an event.
+  /// How often runs waiting for an agent are retried and agent Leases are checked for expiry
+  /// (runs of an expired agent are retried). Bound runs are otherwise rechecked on events, at
+  /// their activeDeadlineSeconds, and every max_requeue.
   std::chrono::milliseconds run_poll{std::chrono::seconds(5)};
   /// Delay before retry n (>= 1); default retryBackoff (10 s doubling, 10 min cap).
   std::function<std::chrono::milliseconds(int)> retry_backoff;
@@ -115,6 +116,10 @@ class Controller {
   std::unique_ptr<kube::Informer> jobs_;
   std::unique_ptr<kube::Informer> runs_;
   std::unique_ptr<kube::Informer> leases_;
+  // Our own writes until the informers deliver them: a reconcile never acts on the version it
+  // just replaced (and sees the runs it just created).
+  kube::MutationCache job_writes_;
+  kube::MutationCache run_writes_;
 
   mutable std::mutex mu_;  // guards the indexes and the worker state
   std::map<std::string, std::set<std::string>> runs_by_job_;  // job key → run keys

@@ -20,6 +20,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -29,6 +30,7 @@
 #include <stop_token>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 namespace tributary::kube {
@@ -272,13 +274,22 @@ Json controllerOwnerReference(const Json& owner);
  * Records core/v1 Events like client-go's EventRecorder (simplified): the first occurrence
  * creates an Event (involvedObject, reason, message, type Normal|Warning, source.component,
  * count 1, first/lastTimestamp); a repeat of the same (object uid, type, reason, message) within
- * 10 minutes patches count and lastTimestamp of that Event instead. Never logs secrets; failures
- * are returned (callers usually only log them). Thread-safe.
+ * 10 minutes patches count and lastTimestamp of that Event instead. Never logs secrets.
+ * Thread-safe.
+ *
+ * record() writes at once and returns the outcome. post() is what reconcilers use: like
+ * client-go's broadcaster it hands the event to one background writer and returns immediately,
+ * so events never add API round trips to a reconcile; when more than `max_queued` events wait
+ * (the API server is slow or away), new ones are dropped and counted.
  */
 class EventRecorder {
  public:
   EventRecorder(std::shared_ptr<Client> client, std::string component,
-                std::string host = std::string());
+                std::string host = std::string(), std::size_t max_queued = 1000);
+  /// Stops the background writer; events still queued are dropped (call flush() first to wait).
+  ~EventRecorder();
+  EventRecorder(const EventRecorder&) = delete;
+  EventRecorder& operator=(const EventRecorder&) = delete;
 
   absl::Status normal(const Json& object, std::string_view reason, std::string_view message) {
     return record(object, "Normal", reason, message);
@@ -289,6 +300,16 @@ class EventRecorder {
   absl::Status record(const Json& object, std::string_view type, std::string_view reason,
                       std::string_view message);
 
+  /// Queues the event for the background writer; false when it was dropped (queue full).
+  /// Write failures are passed to `on_error` (set before the first post()).
+  bool post(const Json& object, std::string_view type, std::string_view reason,
+            std::string_view message);
+  void setErrorHandler(std::function<void(std::string_view reason, const absl::Status&)> on_error);
+  /// Waits until every posted event was written (or failed); false on timeout.
+  bool flush(std::chrono::milliseconds timeout);
+  /// Events dropped because the queue was full.
+  [[nodiscard]] std::uint64_t dropped() const { return dropped_.load(); }
+
  private:
   struct Seen {
     std::string ns;
@@ -296,12 +317,31 @@ class EventRecorder {
     std::int64_t count = 0;
     std::chrono::steady_clock::time_point last;
   };
+  struct Posted {
+    Json reference;  // objectReference(object)
+    std::string type;
+    std::string reason;
+    std::string message;
+  };
+  absl::Status write(const Json& reference, std::string_view type, std::string_view reason,
+                     std::string_view message);
+  void writerLoop(const std::stop_token& stop);
+
   std::shared_ptr<Client> client_;
   std::string component_;
   std::string host_;
-  std::mutex mu_;
+  std::size_t max_queued_;
+  std::mutex mu_;  // guards seen_, last_prune_, posted_, writing_, on_error_
   std::map<std::string, Seen> seen_;
+  std::chrono::steady_clock::time_point last_prune_;
+  std::vector<Posted> posted_;
+  bool writing_ = false;
+  std::function<void(std::string_view, const absl::Status&)> on_error_;
+  std::condition_variable_any posted_cv_;
+  std::condition_variable_any idle_cv_;
   std::atomic<std::uint64_t> sequence_{0};
+  std::atomic<std::uint64_t> dropped_{0};
+  std::jthread writer_;  // last: stopped and joined before the members it uses go away
 };
 
 }  // namespace tributary::kube

@@ -75,6 +75,44 @@ struct EventHandler {
   std::function<void(const Json& last_known, bool final_state_unknown)> on_delete;
 };
 
+/// Removes metadata.managedFields, usually the largest part of an object and of no use to a
+/// controller. Safe for objects later sent back with update(): the API server keeps the stored
+/// managedFields when a request omits them.
+void stripManagedFields(Json& object);
+
+/**
+ * Objects this process just wrote, until its informer catches up (client-go's MutationCache).
+ * A reconcile that runs before the watch event of its own write arrives would otherwise act on
+ * the previous version: repeat the write, conflict, or miss an object it just created.
+ *
+ * remember() after a write that was based on version `previous_rv` ("" for a create); a write
+ * based on the version remembered last extends the chain (a patch then a status update).
+ * newest() returns the last written object while the cache holds a version of the chain (or
+ * nothing, for a create), else the cache's object, dropping the entry. Entries older than `ttl`
+ * are not trusted (a relist may have skipped events). Thread-safe.
+ */
+class MutationCache {
+ public:
+  explicit MutationCache(std::chrono::milliseconds ttl = std::chrono::minutes(1)) : ttl_(ttl) {}
+  void remember(ObjectPtr written, std::string previous_rv);
+  [[nodiscard]] ObjectPtr newest(const std::string& key, ObjectPtr cached);
+  /// Drops the entry once the informer delivers a version outside the chain (handlers call this
+  /// so that entries of objects that are never read again do not linger); nullptr = deleted.
+  void observe(const std::string& key, const Json* cached);
+  [[nodiscard]] std::size_t size() const;
+
+ private:
+  struct Entry {
+    std::vector<std::string> behind;  // resourceVersions older than `written` ("" = absent)
+    ObjectPtr written;
+    std::chrono::steady_clock::time_point at;
+  };
+  std::chrono::milliseconds ttl_;
+  mutable std::mutex mu_;
+  std::map<std::string, Entry, std::less<>> entries_;
+  bool behind(const Entry& e, const Json* cached) const;
+};
+
 /// Exponential backoff with full jitter: the n-th delay is uniform in [d/2, d] where
 /// d = min(initial * factor^n, max).
 class Backoff {
@@ -113,6 +151,9 @@ struct InformerOptions {
   int relist_after_failures = 5;
   /// Periodic on_update(obj, obj) for every cached object; 0 = never (controller-runtime: 10 h).
   std::chrono::milliseconds resync_period{0};
+  /// Applied to every listed or watched object before it is cached (client-go's SetTransform),
+  /// e.g. stripManagedFields: what a controller never reads need not stay in memory.
+  std::function<void(Json&)> transform;
   std::optional<log::Logger> logger;
 };
 

@@ -77,4 +77,10 @@ class Transport {
 /// tls-server-name; proxies are not used). Fails on unreadable PEM.
 absl::StatusOr<std::shared_ptr<Transport>> makeCppRestTransport(const Config& config);
 
+/// Sizes cpprestsdk's process-wide I/O thread pool (its default is 40 threads). Requests block
+/// their caller, never a pool thread, so a few threads suffice; fewer threads mean far fewer
+/// wake-ups per request. Call once from main() before the first request; fails if the pool
+/// already exists.
+absl::Status setHttpIoThreads(std::size_t threads);
+
 }  // namespace tributary::kube
