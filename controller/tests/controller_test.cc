@@ -670,8 +670,12 @@ TEST_F(ControllerTest, KeepsWorkingAcrossAnApiServerRestart) {
            client_->listAll(kube::resources::syncJob(), ns_).ok();
   }));
   // Every watch of the controller was cut; the informers re-watch (or relist) and the reconcilers
-  // see what happens next: a new job is scheduled and bound, an agent report is acted on.
-  create(kube::resources::syncJob(), syncJob("after", "c"));
+  // see what happens next: a new job is scheduled and bound, an agent report is acted on. (The
+  // test's own create is retried like any client's while the server is still settling.)
+  ASSERT_TRUE(waitFor([&] {
+    auto r = client_->create(kube::resources::syncJob(), ns_, syncJob("after", "c"));
+    return r.ok() || kube::isAlreadyExists(r.status());
+  }));
   ASSERT_TRUE(waitFor(
       [&] {
         auto r = runsOf("after");
