@@ -23,11 +23,9 @@
 #include "tributary/kube/config.h"
 #include "tributary/kube/informer.h"
 #include "tributary/testing/kube.h"
+#include "tributary/testing/net.h"
 #include "tributary/testing/temp_dir.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -113,42 +111,6 @@ double memoryMiB(pid_t pid, const std::string& field) {
 
 // --- the controller binary ---------------------------------------------------------------------
 
-int freePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-// Body of GET http://127.0.0.1:port/path, "" when nothing answers; *code gets the HTTP status.
-std::string httpGet(int port, const std::string& path, int* code = nullptr) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<std::uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string out;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-    const std::string request = cat("GET ", path, " HTTP/1.1\r\nHost: bench\r\n\r\n");
-    (void)::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
-    char buf[16384];
-    for (ssize_t n = 0; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) {
-      out.append(buf, static_cast<std::size_t>(n));
-    }
-  }
-  ::close(fd);
-  if (code != nullptr) {
-    *code = out.size() > 12 ? std::atoi(out.substr(9, 3).c_str()) : 0;
-  }
-  const auto body = out.find("\r\n\r\n");
-  return body == std::string::npos ? "" : out.substr(body + 4);
-}
-
 struct ControllerProcess {
   pid_t pid = -1;
   int metrics_port = 0;
@@ -158,8 +120,12 @@ struct ControllerProcess {
 ControllerProcess startController(const std::string& kubeconfig, const std::string& ns, int workers,
                                   const std::string& log_path) {
   ControllerProcess p;
-  p.metrics_port = freePort();
-  p.probe_port = freePort();
+  auto metrics_port = harness::freeLoopbackPort();
+  auto probe_port = harness::freeLoopbackPort();
+  check(metrics_port.status(), "pick a port");
+  check(probe_port.status(), "pick a port");
+  p.metrics_port = *metrics_port;
+  p.probe_port = *probe_port;
   std::vector<std::string> args = {TRIBUTARY_CONTROLLER_BINARY,
                                    "--kubeconfig=" + kubeconfig,
                                    "--namespace=" + ns,
@@ -181,7 +147,7 @@ ControllerProcess startController(const std::string& kubeconfig, const std::stri
   }
   for (int i = 0; i < 600; ++i) {
     int code = 0;
-    httpGet(p.probe_port, "/readyz", &code);
+    harness::httpGetLoopback(p.probe_port, "/readyz", &code);
     if (code == 200) {
       return p;
     }
@@ -433,7 +399,7 @@ PhaseResult runController(harness::KubeApiServer& server, std::shared_ptr<kube::
   rss_sampler.join();
   result.rss_cached = memoryMiB(controller.pid, "VmRSS");
   result.rss_peak = std::max(rss_peak_seen, memoryMiB(controller.pid, "VmHWM"));
-  result.requests = requestsByMethod(httpGet(controller.metrics_port, "/metrics"));
+  result.requests = requestsByMethod(harness::httpGetLoopback(controller.metrics_port, "/metrics"));
   runs.stop();
   stopController(controller);
   return result;

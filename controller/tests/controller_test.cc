@@ -8,12 +8,10 @@
 #include "tributary/kube/client.h"
 #include "tributary/kube/config.h"
 #include "tributary/testing/kube.h"
+#include "tributary/testing/net.h"
 #include "tributary/testing/promtool.h"
 
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include <atomic>
@@ -694,44 +692,6 @@ TEST_F(ControllerTest, KeepsWorkingAcrossAnApiServerRestart) {
 
 // --- the binary ----------------------------------------------------------------------------------
 
-int freePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-std::string httpGet(int port, const std::string& path, int* code = nullptr) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<std::uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return "";
-  }
-  const std::string req = "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n";
-  (void)::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
-  std::string out;
-  char buf[8192];
-  ssize_t n = 0;
-  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) {
-    out.append(buf, static_cast<std::size_t>(n));
-  }
-  ::close(fd);
-  if (code != nullptr) {
-    *code = out.size() > 12 ? std::atoi(out.substr(9, 3).c_str()) : 0;
-  }
-  const auto body = out.find("\r\n\r\n");
-  return body == std::string::npos ? "" : out.substr(body + 4);
-}
-
 struct Process {
   pid_t pid = -1;
   int metrics_port = 0;
@@ -741,8 +701,8 @@ struct Process {
 
 Process spawnController(const std::string& ns, const std::string& log_path) {
   Process p;
-  p.metrics_port = freePort();
-  p.probe_port = freePort();
+  p.metrics_port = harness::freeLoopbackPort().value_or(0);
+  p.probe_port = harness::freeLoopbackPort().value_or(0);
   p.log = log_path;
   const std::string kubeconfig = KubeApiServer::shared().kubeconfigPath();
   std::vector<std::string> args = {
@@ -773,7 +733,7 @@ Process spawnController(const std::string& ns, const std::string& log_path) {
 }
 
 bool isLeader(const Process& p) {
-  const std::string m = httpGet(p.metrics_port, "/metrics");
+  const std::string m = harness::httpGetLoopback(p.metrics_port, "/metrics");
   const auto pos = m.find("\nleader_election_master_status{");
   if (pos == std::string::npos) {
     return false;
@@ -791,8 +751,8 @@ TEST_F(ControllerTest, TwoBinariesOneLeaderFailoverAfterSigkillAndMetricsPassPro
       [&] {
         int code_a = 0;
         int code_b = 0;
-        httpGet(a.probe_port, "/readyz", &code_a);
-        httpGet(b.probe_port, "/readyz", &code_b);
+        harness::httpGetLoopback(a.probe_port, "/readyz", &code_a);
+        harness::httpGetLoopback(b.probe_port, "/readyz", &code_b);
         return code_a == 200 && code_b == 200;
       },
       30s));
@@ -805,7 +765,7 @@ TEST_F(ControllerTest, TwoBinariesOneLeaderFailoverAfterSigkillAndMetricsPassPro
   ASSERT_TRUE(waitFor([&] { return runsOf("before").size() == 1; }));
 
   // /metrics of the leader passes promtool and has the controller-runtime names.
-  const std::string metrics = httpGet(leader.metrics_port, "/metrics");
+  const std::string metrics = harness::httpGetLoopback(leader.metrics_port, "/metrics");
   for (const char* name :
        {"controller_runtime_reconcile_total{controller=\"syncjob\",result=\"success\"}",
         "controller_runtime_reconcile_time_seconds_bucket",

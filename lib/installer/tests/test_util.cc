@@ -1,6 +1,7 @@
 #include "test_util.h"
 
 #include "tributary/common/strings.h"
+#include "tributary/testing/net.h"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
@@ -179,21 +180,7 @@ void stopGroup(pid_t pid) {
   ::waitpid(pid, &status, 0);
 }
 
-int freePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    ::close(fd);
-    return 0;
-  }
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
+int freePort() { return harness::freeLoopbackPort().value_or(0); }
 
 bool canConnect(int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
