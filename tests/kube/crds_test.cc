@@ -12,10 +12,12 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #ifndef TRIBUTARY_CRD_EXAMPLES_DIR
@@ -496,7 +498,13 @@ TEST_F(CrdTest, ShortNamesCategoriesAndSelectableFields) {
 }
 
 TEST_F(CrdTest, ExplainShowsDescriptions) {
-  const KubectlResult out = kube().runKubectl({"explain", "syncjob.spec.deletionPolicy"});
+  // The API server publishes a new CRD's OpenAPI schema a moment after it is Established:
+  // "couldn't find resource" until then.
+  KubectlResult out = kube().runKubectl({"explain", "syncjob.spec.deletionPolicy"});
+  for (int i = 0; i < 60 && !out.ok(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    out = kube().runKubectl({"explain", "syncjob.spec.deletionPolicy"});
+  }
   ASSERT_TRUE(out.ok()) << out.output;
   EXPECT_THAT(out.output, HasSubstr("Mark soft-deletes them"));
   EXPECT_THAT(out.output, HasSubstr("ENUM"));
