@@ -21,6 +21,7 @@
 #include <sstream>
 #include <thread>
 #include <unistd.h>
+#include <vector>
 
 namespace tributary::harness {
 namespace {
@@ -112,6 +113,28 @@ std::optional<internal::RunAs> serverUser(absl::Status* error) {
     return std::nullopt;
   }
   return *user;
+}
+
+// Processes whose working directory is `dir`. Every postgres process chdirs into its data
+// directory, so this finds the old instance's backends even if one escaped the group SIGKILL
+// (forked at that very moment): a survivor keeps the shared memory attached and the next start
+// fails with "pre-existing shared memory block is still in use".
+std::vector<pid_t> processesIn(const std::string& dir) {
+  std::vector<pid_t> out;
+  std::error_code ec;
+  const auto wanted = std::filesystem::weakly_canonical(dir, ec);
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) {
+      continue;
+    }
+    std::error_code link_ec;
+    const auto cwd = std::filesystem::read_symlink(entry.path() / "cwd", link_ec);
+    if (!link_ec && cwd == wanted) {
+      out.push_back(static_cast<pid_t>(std::stol(name)));
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -323,6 +346,16 @@ absl::Status PostgresServer::kill() {
   const ExitInfo info = internal::waitForExit(pid_, std::chrono::seconds(10));
   // Backends are in the same group; give them (and init's reaping) a moment to vanish.
   for (int i = 0; i < 100 && ::kill(-pid_, 0) == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  for (int i = 0; i < 250; ++i) {
+    const std::vector<pid_t> left = processesIn(dataDir());
+    if (left.empty()) {
+      break;
+    }
+    for (const pid_t p : left) {
+      ::kill(p, SIGKILL);
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   internal::Watchdog::get().untrackGroup(pid_);
