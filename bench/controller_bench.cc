@@ -16,7 +16,8 @@
 //   bare API    the minimum API work of the same outcome without a controller, by the same
 //               --creators threads: per job, create the SyncJob, create its SyncRun, set the
 //               run's status to Bound (3 requests).
-// Ratios: controller time / bare-API time, controller CPU / (apiserver + etcd) CPU.
+// Ratios: controller / bare-API time and API requests per second (both near the API server's
+// capacity when it is the bottleneck), controller CPU / (apiserver + etcd) CPU.
 
 #include "tributary/common/strings.h"
 #include "tributary/kube/client.h"
@@ -282,7 +283,6 @@ struct Latencies {
 struct PhaseResult {
   double create_s = 0;
   double total_s = 0;  // first create → last bound
-  double lag_s = 0;    // last create → last bound
   Latencies latency;
   double controller_cpu = 0;
   double apiserver_cpu = 0;
@@ -387,7 +387,6 @@ PhaseResult runController(harness::KubeApiServer& server, std::shared_ptr<kube::
       result.latency.values.push_back(seconds(at - created_at[static_cast<std::size_t>(i)]));
     }
     result.total_s = seconds(last - start);
-    result.lag_s = seconds(last - created);
   }
   result.create_s = seconds(created - start);
   const CpuSample after = sampleCpu(server, controller.pid);
