@@ -75,6 +75,11 @@ absl::StatusOr<ParsedArgs> parseArgs(const std::vector<std::string>& args, const
   return out;
 }
 
+int usageError(std::string_view error, std::string_view usage) {
+  std::cerr << "tributary: " << error << "\n\n" << usage;
+  return kExitUsage;
+}
+
 absl::StatusOr<double> parseSeconds(const std::string& flag, const std::string& text) {
   double value = 0;
   try {

@@ -13,6 +13,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace tributary::cli {
@@ -57,6 +58,10 @@ struct FlagSpec {
 
 /// Parses `args` (the words after the command). Errors are usage errors.
 absl::StatusOr<ParsedArgs> parseArgs(const std::vector<std::string>& args, const FlagSpec& spec);
+
+/// Prints "tributary: <error>", a blank line and the command's usage to stderr; returns
+/// kExitUsage (what every command returns for a usage error).
+int usageError(std::string_view error, std::string_view usage);
 
 /// Parses a positive number of seconds (fractions allowed) for `flag`.
 absl::StatusOr<double> parseSeconds(const std::string& flag, const std::string& text);

@@ -456,10 +456,7 @@ int connectorTestCommand(const std::vector<std::string>& argv) {
     std::cout << kUsage;
     return kExitOk;
   }
-  auto usage = [](const std::string& error) {
-    std::cerr << "tributary: " << error << "\n\n" << kUsage;
-    return kExitUsage;
-  };
+  auto usage = [](const std::string& error) { return usageError(error, kUsage); };
   if (!args.ok()) {
     return usage(std::string(args.status().message()));
   }

@@ -3,6 +3,7 @@
 #include "tributary/plugin_host/plugin_host.h"
 
 #include "commands.h"
+#include "common.h"
 #include "signals.h"
 
 #include <nlohmann/json.hpp>
@@ -206,8 +207,7 @@ int connectorRunCommand(const std::vector<std::string>& argv) {
   std::string error;
   const auto args = parseArgs(argv, error);
   if (!args) {
-    std::cerr << "tributary: " << error << "\n\n" << kUsage;
-    return 2;
+    return usageError(error, kUsage);
   }
   return runConnector(*args);
 }

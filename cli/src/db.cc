@@ -36,12 +36,9 @@ int dbCommand(const std::vector<std::string>& argv) {
   spec.boolean = {"--json"};
   auto args = parseArgs(std::vector<std::string>(argv.begin() + 1, argv.end()), spec);
   if (!args.ok() || !args->positionals.empty()) {
-    std::cerr << "tributary: "
-              << (args.ok() ? strings::cat("unexpected argument `", args->positionals[0], "`")
-                            : std::string(args.status().message()))
-              << "\n\n"
-              << kUsage;
-    return kExitUsage;
+    return usageError(args.ok() ? strings::cat("unexpected argument `", args->positionals[0], "`")
+                                : std::string(args.status().message()),
+                      kUsage);
   }
   const bool json = args->has("--json");
   auto db = localdb::LocalDb::create({});
@@ -102,8 +99,7 @@ int dbCommand(const std::vector<std::string>& argv) {
     }
     return kExitOk;
   }
-  std::cerr << "tributary: unknown db command `" << verb << "`\n\n" << kUsage;
-  return kExitUsage;
+  return usageError(strings::cat("unknown db command `", verb, "`"), kUsage);
 }
 
 }  // namespace tributary::cli

@@ -29,12 +29,9 @@ int connectorImportCommand(const std::vector<std::string>& argv) {
     return kExitOk;
   }
   if (!args.ok() || args->positionals.size() != 1) {
-    std::cerr << "tributary: "
-              << (args.ok() ? std::string("connector import takes one file")
-                            : std::string(args.status().message()))
-              << "\n\n"
-              << kUsage;
-    return kExitUsage;
+    return usageError(args.ok() ? std::string("connector import takes one file")
+                                : std::string(args.status().message()),
+                      kUsage);
   }
   const std::string& file = args->positionals[0];
   auto text = readFile(file == "-" ? "/dev/stdin" : file);

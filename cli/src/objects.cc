@@ -74,12 +74,9 @@ int objectsCommand(const std::vector<std::string>& argv) {
     return kExitOk;
   }
   if (!args.ok() || args->positionals.size() != 1) {
-    std::cerr << "tributary: "
-              << (args.ok() ? std::string("objects takes one SyncJob ([NAMESPACE/]NAME)")
-                            : std::string(args.status().message()))
-              << "\n\n"
-              << kUsage;
-    return kExitUsage;
+    return usageError(args.ok() ? std::string("objects takes one SyncJob ([NAMESPACE/]NAME)")
+                                : std::string(args.status().message()),
+                      kUsage);
   }
   const std::string state = args->get("--state").value_or("live");
   if (state != "live" && state != "present" && state != "missing" && state != "deleted" &&

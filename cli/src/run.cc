@@ -55,10 +55,7 @@ Exit status: 0 ok, 1 connector failed, 2 usage, 3 invalid input, 4 database, 5 i
 6 fenced by another run, 130 interrupted (cli/README.md).
 )USAGE";
 
-int usage(const std::string& error) {
-  std::cerr << "tributary: " << error << "\n\n" << kUsage;
-  return kExitUsage;
-}
+int usage(const std::string& error) { return usageError(error, kUsage); }
 
 std::filesystem::path secretDir(const ParsedArgs& args) {
   if (auto dir = args.get("--secret-dir")) {
