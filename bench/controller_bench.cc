@@ -25,6 +25,7 @@
 #include "tributary/kube/informer.h"
 #include "tributary/testing/kube.h"
 #include "tributary/testing/net.h"
+#include "tributary/testing/spawn.h"
 #include "tributary/testing/temp_dir.h"
 
 #include <sys/wait.h>
@@ -34,7 +35,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <fcntl.h>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -127,25 +127,17 @@ ControllerProcess startController(const std::string& kubeconfig, const std::stri
   check(probe_port.status(), "pick a port");
   p.metrics_port = *metrics_port;
   p.probe_port = *probe_port;
-  std::vector<std::string> args = {TRIBUTARY_CONTROLLER_BINARY,
-                                   "--kubeconfig=" + kubeconfig,
-                                   "--namespace=" + ns,
-                                   "--agent-namespace=" + ns,
-                                   cat("--workers=", workers),
-                                   cat("--metrics-bind-address=127.0.0.1:", p.metrics_port),
-                                   cat("--health-probe-bind-address=127.0.0.1:", p.probe_port)};
-  p.pid = ::fork();
-  if (p.pid == 0) {
-    const int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ::dup2(fd, 2);
-    std::vector<char*> argv;
-    for (auto& a : args) {
-      argv.push_back(a.data());
-    }
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    _exit(127);
-  }
+  const std::vector<std::string> args = {
+      TRIBUTARY_CONTROLLER_BINARY,
+      "--kubeconfig=" + kubeconfig,
+      "--namespace=" + ns,
+      "--agent-namespace=" + ns,
+      cat("--workers=", workers),
+      cat("--metrics-bind-address=127.0.0.1:", p.metrics_port),
+      cat("--health-probe-bind-address=127.0.0.1:", p.probe_port)};
+  auto pid = harness::spawnLogged(args, log_path);
+  check(pid.status(), "start " + args[0]);
+  p.pid = *pid;
   for (int i = 0; i < 600; ++i) {
     int code = 0;
     harness::httpGetLoopback(p.probe_port, "/readyz", &code);

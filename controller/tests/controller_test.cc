@@ -10,13 +10,13 @@
 #include "tributary/testing/kube.h"
 #include "tributary/testing/net.h"
 #include "tributary/testing/promtool.h"
+#include "tributary/testing/spawn.h"
 
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
 #include <atomic>
 #include <cstdio>
-#include <fcntl.h>
 #include <fstream>
 #include <map>
 #include <set>
@@ -705,7 +705,7 @@ Process spawnController(const std::string& ns, const std::string& log_path) {
   p.probe_port = harness::freeLoopbackPort().value_or(0);
   p.log = log_path;
   const std::string kubeconfig = KubeApiServer::shared().kubeconfigPath();
-  std::vector<std::string> args = {
+  const std::vector<std::string> args = {
       TRIBUTARY_CONTROLLER_BINARY,
       "--kubeconfig=" + kubeconfig,
       "--namespace=" + ns,
@@ -717,18 +717,9 @@ Process spawnController(const std::string& ns, const std::string& log_path) {
       "--leader-elect-retry-period=1s",
       "--metrics-bind-address=127.0.0.1:" + std::to_string(p.metrics_port),
       "--health-probe-bind-address=127.0.0.1:" + std::to_string(p.probe_port)};
-  p.pid = fork();
-  if (p.pid == 0) {
-    const int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ::dup2(fd, 2);
-    std::vector<char*> argv;
-    for (auto& a : args) {
-      argv.push_back(a.data());
-    }
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    _exit(127);
-  }
+  auto pid = harness::spawnLogged(args, log_path);
+  EXPECT_TRUE(pid.ok()) << pid.status();
+  p.pid = pid.value_or(-1);
   return p;
 }
 
