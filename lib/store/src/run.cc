@@ -209,6 +209,15 @@ class RunImpl final : public Run {
   template <typename Body>
   absl::Status transact(std::string_view what, Body body);
   absl::Status finishOnce(const FinishRequest& request, RunSummary* summary);
+  struct DeletionOutcome {
+    std::optional<PgError> error;
+    std::int64_t affected = 0;       // rows flagged or removed (0 when guarded)
+    std::int64_t vanished_live = 0;  // live objects among those the policy selected
+    std::int64_t live_before = 0;    // the source's live objects (only computed for the guard)
+    bool guarded = false;
+    std::string note;
+  };
+  DeletionOutcome applyDeletionPolicy(PgConnection& conn, const std::string& seen);
   void abandon();
   // $1 source, $2 token, $3 lease, $4 run.
   std::vector<PgParam> fenceParams();
@@ -542,6 +551,106 @@ absl::Status RunImpl::clean() {
   return absl::OkStatus();
 }
 
+// Inside finish()'s transaction, once the seen-set is known to be intact.
+RunImpl::DeletionOutcome RunImpl::applyDeletionPolicy(PgConnection& conn, const std::string& seen) {
+  DeletionOutcome out;
+  const std::string not_listed =
+      strings::cat("o.source_id = $1 AND o.listing_id <> $3 AND NOT EXISTS (SELECT 1 FROM ", seen,
+                   " s WHERE s.remote_id = o.remote_id)");
+  const std::string frozen = strings::cat(
+      "seen_at = CASE WHEN o.missing_since IS NULL THEN GREATEST(o.seen_at, (SELECT listed_at "
+      "FROM ",
+      qs_,
+      ".sources WHERE id = $1)) ELSE o.seen_at END, "
+      "seen_run = CASE WHEN o.missing_since IS NULL THEN GREATEST(o.seen_run, (SELECT listed_run "
+      "FROM ",
+      qs_, ".sources WHERE id = $1)) ELSE o.seen_run END");
+  std::string policy_sql;
+  std::string_view removed = "";  // what the policy does to a live object, for the note
+  switch (spec_.deletion_policy) {
+    case DeletionPolicy::Keep:
+      policy_sql = strings::cat("UPDATE ", qs_, ".objects o SET missing_since = now(), ",
+                                "missing_run = $2, ", frozen, " WHERE o.missing_since IS NULL AND ",
+                                not_listed, " RETURNING false AS was_live");
+      break;
+    case DeletionPolicy::Mark:
+      policy_sql = strings::cat("UPDATE ", qs_, ".objects o SET deleted_at = now(), ",
+                                "missing_since = coalesce(o.missing_since, now()), ",
+                                "missing_run = coalesce(o.missing_run, $2), ", frozen,
+                                " WHERE o.deleted_at IS NULL AND ", not_listed,
+                                " RETURNING true AS was_live");
+      removed = "soft-deleted";
+      break;
+    case DeletionPolicy::Delete:
+      // RETURNING sees the row as it was: soft-deleted rows leaving are not live objects.
+      policy_sql = strings::cat("DELETE FROM ", qs_, ".objects o WHERE ", not_listed,
+                                " RETURNING o.deleted_at IS NULL AS was_live");
+      removed = "deleted";
+      break;
+  }
+  const bool guard = !removed.empty() && !spec_.deletion_guard.confirmed;
+  // A hash (or merge) anti-join over the source's rows and the seen-set, planned with the real
+  // parameter values. Nested loops are off: right after a large load the objects' statistics can
+  // still describe the table before it, and a nested-loop anti-join over the unindexed seen-set
+  // is quadratic (200 000 × 200 000); without them the cost is linear whatever the statistics say.
+  PgOutcome prepare = conn.exec(strings::cat(
+      "SET LOCAL work_mem = '256MB'; SET LOCAL enable_seqscan = on; SET LOCAL enable_nestloop = "
+      "off; SET LOCAL plan_cache_mode = force_custom_plan; ANALYZE ",
+      seen, guard ? "; SAVEPOINT deletion_guard" : ""));
+  if (!prepare.ok()) {
+    out.error = prepare.error();
+    return out;
+  }
+  PgOutcome policy =
+      conn.execParams(strings::cat("WITH gone AS (", policy_sql,
+                                   ") SELECT count(*), count(*) FILTER (WHERE was_live) FROM gone"),
+                      {PgParam::int64(state_.source_id), PgParam::int64(state_.run_id),
+                       PgParam::int64(state_.listing_id)});
+  if (!policy.ok()) {
+    out.error = policy.error();
+    return out;
+  }
+  out.affected = policy.result().int64(0, 0);
+  out.vanished_live = policy.result().int64(0, 1);
+  if (!guard || out.vanished_live == 0) {
+    return out;
+  }
+  PgOutcome remaining =
+      conn.execParams(strings::cat("SELECT count(*) FROM ", qs_,
+                                   ".objects WHERE source_id = $1 AND deleted_at IS NULL"),
+                      {PgParam::int64(state_.source_id)});
+  if (!remaining.ok()) {
+    out.error = remaining.error();
+    return out;
+  }
+  out.live_before = remaining.result().int64(0, 0) + out.vanished_live;
+  const int max_percent = spec_.deletion_guard.max_delete_percent;
+  const bool everything = out.vanished_live == out.live_before;
+  if (!everything &&
+      out.vanished_live * 100 <= static_cast<std::int64_t>(max_percent) * out.live_before) {
+    return out;
+  }
+  if (PgOutcome rollback = conn.exec("ROLLBACK TO SAVEPOINT deletion_guard"); !rollback.ok()) {
+    out.error = rollback.error();
+    return out;
+  }
+  out.guarded = true;
+  out.affected = 0;
+  const std::int64_t tenths = out.vanished_live * 1000 / out.live_before;
+  out.note = strings::cat(
+      "deletion guard: this run would have ", removed, " ", out.vanished_live, " of the source's ",
+      out.live_before, " live objects (", tenths / 10, ".", tenths % 10, " %), ",
+      everything ? "every one of them, listing none"
+                 : strings::cat("more than the allowed ", max_percent, " %"),
+      "; nothing was ", removed,
+      ". If they really vanished upstream, confirm the deletion for the next run; otherwise the "
+      "connector's listing is incomplete and should fail instead");
+  logger_.warn("deletion held back by the deletion guard", {{"would_remove", out.vanished_live},
+                                                            {"live_objects", out.live_before},
+                                                            {"max_delete_percent", max_percent}});
+  return out;
+}
+
 absl::Status RunImpl::finishOnce(const FinishRequest& request, RunSummary* summary) {
   summary->run_id = state_.run_id;
   return transact("finishing the run", [&](PgConnection& conn) -> TxResult {
@@ -574,6 +683,7 @@ absl::Status RunImpl::finishOnce(const FinishRequest& request, RunSummary* summa
     const std::string seen = strings::cat(qs_, ".", seenTable(state_.listing_id));
     std::int64_t affected = 0;
     bool applied = false;
+    bool guarded = false;
     std::string note;
     if (request.success) {
       std::vector<PgParam> fence = fenceParams();
@@ -599,58 +709,27 @@ absl::Status RunImpl::finishOnce(const FinishRequest& request, RunSummary* summa
         logger_.warn("seen-set lost; deletion skipped",
                      {{"present", present}, {"expected", seen_count}});
       } else {
-        std::string policy_sql;
-        const std::string not_listed =
-            strings::cat("o.source_id = $1 AND o.listing_id <> $3 AND NOT EXISTS (SELECT 1 FROM ",
-                         seen, " s WHERE s.remote_id = o.remote_id)");
-        const std::string frozen = strings::cat(
-            "seen_at = CASE WHEN o.missing_since IS NULL THEN GREATEST(o.seen_at, (SELECT "
-            "listed_at FROM ",
-            qs_,
-            ".sources WHERE id = $1)) ELSE o.seen_at END, "
-            "seen_run = CASE WHEN o.missing_since IS NULL THEN GREATEST(o.seen_run, (SELECT "
-            "listed_run FROM ",
-            qs_, ".sources WHERE id = $1)) ELSE o.seen_run END");
-        switch (spec_.deletion_policy) {
-          case DeletionPolicy::Keep:
-            policy_sql = strings::cat("UPDATE ", qs_, ".objects o SET missing_since = now(), ",
-                                      "missing_run = $2, ", frozen,
-                                      " WHERE o.missing_since IS NULL AND ", not_listed);
-            break;
-          case DeletionPolicy::Mark:
-            policy_sql = strings::cat("UPDATE ", qs_, ".objects o SET deleted_at = now(), ",
-                                      "missing_since = coalesce(o.missing_since, now()), ",
-                                      "missing_run = coalesce(o.missing_run, $2), ", frozen,
-                                      " WHERE o.deleted_at IS NULL AND ", not_listed);
-            break;
-          case DeletionPolicy::Delete:
-            policy_sql = strings::cat("DELETE FROM ", qs_, ".objects o WHERE ", not_listed);
-            break;
+        const DeletionOutcome deletion = applyDeletionPolicy(conn, seen);
+        if (deletion.error) {
+          return TxResult::fail(*deletion.error);
         }
-        // A hash (or merge) anti-join over the source's rows and the seen-set; planned with the
-        // real parameter values (a generic plan guesses one row and picks a nested loop).
-        PgOutcome prepare_anti_join =
-            conn.exec(strings::cat("SET LOCAL work_mem = '256MB'; SET LOCAL enable_seqscan = on; "
-                                   "SET LOCAL plan_cache_mode = force_custom_plan; ANALYZE ",
-                                   seen));
-        if (!prepare_anti_join.ok()) {
-          return TxResult::fail(prepare_anti_join.error());
+        affected = deletion.affected;
+        guarded = deletion.guarded;
+        if (guarded) {
+          summary->guarded_objects = deletion.vanished_live;
+          summary->live_objects = deletion.live_before;
+          note = deletion.note;
+        } else {
+          // Every object not flagged now was listed by this run: the source's complete listing.
+          PgOutcome listed = conn.execParams(
+              strings::cat("UPDATE ", qs_, ".sources SET listed_run = $2, listed_at = (SELECT ",
+                           "started_at FROM ", qs_, ".runs WHERE id = $2) WHERE id = $1"),
+              {PgParam::text(source_text_), PgParam::text(run_text_)});
+          if (!listed.ok()) {
+            return TxResult::fail(listed.error());
+          }
+          applied = true;
         }
-        PgOutcome policy = conn.execParams(
-            policy_sql, {PgParam::int64(state_.source_id), PgParam::int64(state_.run_id),
-                         PgParam::int64(state_.listing_id)});
-        if (!policy.ok()) {
-          return TxResult::fail(policy.error());
-        }
-        affected = std::stoll(policy.result().commandTuples());
-        PgOutcome listed = conn.execParams(
-            strings::cat("UPDATE ", qs_, ".sources SET listed_run = $2, listed_at = (SELECT ",
-                         "started_at FROM ", qs_, ".runs WHERE id = $2) WHERE id = $1"),
-            {PgParam::text(source_text_), PgParam::text(run_text_)});
-        if (!listed.ok()) {
-          return TxResult::fail(listed.error());
-        }
-        applied = true;
       }
     }
     const char* counter = spec_.deletion_policy == DeletionPolicy::Keep   ? "objects_missing"
@@ -659,12 +738,13 @@ absl::Status RunImpl::finishOnce(const FinishRequest& request, RunSummary* summa
     PgOutcome update = conn.execParams(
         strings::cat("UPDATE ", qs_, ".runs SET outcome = $2, finished_at = now(), ",
                      "connector_metadata = $3, error = nullif($4, ''), note = nullif($5, ''), ",
-                     "deletion_applied = $6, ", counter, " = $7 WHERE id = $1 RETURNING ",
-                     kCounterColumns),
+                     "deletion_applied = $6, ", counter, " = $7, deletion_guarded = $8, ",
+                     "objects_guarded = $9 WHERE id = $1 RETURNING ", kCounterColumns),
         {PgParam::text(run_text_), PgParam::text(request.success ? "succeeded" : "failed"),
          PgParam::text(request.connector_metadata), PgParam::text(request.error),
          PgParam::text(note), PgParam::text(applied ? "true" : "false"),
-         PgParam::text(std::to_string(affected))});
+         PgParam::text(std::to_string(affected)), PgParam::text(guarded ? "true" : "false"),
+         PgParam::text(std::to_string(summary->guarded_objects))});
     if (!update.ok()) {
       return TxResult::fail(update.error());
     }
@@ -674,6 +754,7 @@ absl::Status RunImpl::finishOnce(const FinishRequest& request, RunSummary* summa
     }
     summary->counters = readCounters(update.result(), 0, 0);
     summary->deletion_applied = applied;
+    summary->deletion_guarded = guarded;
     summary->note = note;
     return TxResult::ok();
   });

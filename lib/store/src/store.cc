@@ -131,6 +131,11 @@ absl::StatusOr<RunPtr> StoreImpl::beginRun(const RunSpec& spec) {
     return absl::InvalidArgumentError(
         "beginRun: a lease (positive fencing token and lease id) is required");
   }
+  if (spec.deletion_guard.max_delete_percent < 0 || spec.deletion_guard.max_delete_percent > 100) {
+    return absl::InvalidArgumentError(
+        strings::cat("beginRun: deletion guard maxDeletePercent must be between 0 and 100, got ",
+                     spec.deletion_guard.max_delete_percent));
+  }
   auto session =
       std::make_unique<Session>(options_, "tributary-store-run", sessionSetupSql(options_));
   const std::string what = strings::cat("beginning a run of ", spec.ns, "/", spec.name);
@@ -208,12 +213,15 @@ absl::StatusOr<RunPtr> StoreImpl::beginRun(const RunSpec& spec) {
         state.listing_id = listing.result().int64(0, 0);
         PgOutcome run = conn.execParams(
             strings::cat("INSERT INTO ", qs_, ".runs (source_id, holder, fence_token, ",
-                         "fence_lease, attempt, deletion_policy, listing_id) ",
-                         "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id"),
+                         "fence_lease, attempt, deletion_policy, listing_id, ",
+                         "max_delete_percent, deletion_confirmed) ",
+                         "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id"),
             {PgParam::text(source_text), PgParam::text(spec.holder), PgParam::text(token),
              PgParam::text(spec.lease_id), PgParam::text(std::to_string(spec.attempt)),
              PgParam::text(std::string(deletionPolicyName(spec.deletion_policy))),
-             PgParam::text(std::to_string(state.listing_id))});
+             PgParam::text(std::to_string(state.listing_id)),
+             PgParam::text(std::to_string(spec.deletion_guard.max_delete_percent)),
+             PgParam::text(spec.deletion_guard.confirmed ? "true" : "false")});
         if (!run.ok()) {
           return run.error();
         }

@@ -278,11 +278,14 @@ TEST_F(WriterTest, EmptyPagesAreFine) {
   EXPECT_EQ(run->counters().pages, 3);
   EXPECT_EQ(run->counters().inserted, 3);
   ASSERT_TRUE(run->finish(FinishRequest::succeeded()).ok());
-  // A successful run that lists nothing at all: under Mark everything is soft-deleted (and
-  // comes back the moment it is listed again).
-  RunPtr nothing = begin("empty");
-  ASSERT_TRUE(nothing->writePage(proto::SyncResponse()).ok());
-  auto summary = nothing->finish(FinishRequest::succeeded());
+  // A successful run that lists nothing at all is held back by the deletion guard; confirmed,
+  // under Mark everything is soft-deleted (and comes back the moment it is listed again).
+  RunSpec confirmed = spec("empty");
+  confirmed.deletion_guard.confirmed = true;
+  auto nothing = store_->beginRun(confirmed);
+  ASSERT_TRUE(nothing.ok()) << nothing.status();
+  ASSERT_TRUE((*nothing)->writePage(proto::SyncResponse()).ok());
+  auto summary = (*nothing)->finish(FinishRequest::succeeded());
   ASSERT_TRUE(summary.ok());
   EXPECT_EQ(summary->counters.marked, 3);
   EXPECT_EQ(liveCount("empty"), 0);
@@ -579,12 +582,152 @@ TEST_F(PolicyTest, DeleteRemovesRows) {
     auto finished = first->finish(FinishRequest::succeeded());
     ASSERT_TRUE(finished.ok()) << finished.status();
   }
-  RunPtr second = begin("delete", DeletionPolicy::Delete);
+  // Two of three is over the deletion guard's default 50 %: confirmed (GuardTest has the rest).
+  RunSpec confirmed = spec("delete", DeletionPolicy::Delete);
+  confirmed.deletion_guard.confirmed = true;
+  auto begun = store_->beginRun(confirmed);
+  ASSERT_TRUE(begun.ok()) << begun.status();
+  RunPtr second = *std::move(begun);
   ASSERT_TRUE(second->writePage(pageOf({object("a")})).ok());
   auto summary = second->finish(FinishRequest::succeeded());
   ASSERT_TRUE(summary.ok());
   EXPECT_EQ(summary->counters.deleted, 2);
   EXPECT_EQ(states("delete"), (std::map<std::string, std::string>{{"a", "present"}}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deletion guard: a successful run that would remove too much deletes nothing.
+
+DeletionGuard guardOf(int max_delete_percent, bool confirmed) {
+  DeletionGuard guard;
+  guard.max_delete_percent = max_delete_percent;
+  guard.confirmed = confirmed;
+  return guard;
+}
+
+class GuardTest : public StoreTest {
+ protected:
+  // A first run listing o0..o9, then a second run listing `listed` of them with `guard`.
+  absl::StatusOr<RunSummary> secondRun(const std::string& job, DeletionPolicy policy, int listed,
+                                       DeletionGuard guard = {}) {
+    RunPtr first = begin(job, policy);
+    EXPECT_TRUE(first->writePage(rangePage("o", 0, 10)).ok());
+    EXPECT_TRUE(first->finish(FinishRequest::succeeded()).ok());
+    listed_run_before_ =
+        sql().value("SELECT listed_run FROM " + q("sources") + " WHERE name = '" + job + "'");
+    RunSpec s = spec(job, policy);
+    s.deletion_guard = guard;
+    auto second = store_->beginRun(s);
+    EXPECT_TRUE(second.ok()) << second.status();
+    if (listed > 0) {
+      EXPECT_TRUE((*second)->writePage(rangePage("o", 0, listed)).ok());
+    }
+    second_id_ = (*second)->id();
+    return (*second)->finish(FinishRequest::succeeded());
+  }
+  std::string runColumns() {
+    return sql().value(
+        "SELECT concat_ws(',', outcome, deletion_applied, deletion_guarded, "
+        "objects_guarded, objects_marked, objects_deleted, max_delete_percent, "
+        "deletion_confirmed) FROM " +
+        q("sync_runs") + " WHERE run_id = " + std::to_string(second_id_));
+  }
+  static std::map<std::string, std::string> allPresent(int from = 0) {
+    std::map<std::string, std::string> out;
+    for (int i = from; i < 10; ++i) {
+      out[strings::cat("o", i)] = "present";
+    }
+    return out;
+  }
+  std::string listed_run_before_;
+  std::int64_t second_id_ = 0;
+};
+
+TEST_F(GuardTest, AnEmptyListingAfterAFullOneDeletesNothing) {
+  for (DeletionPolicy policy : {DeletionPolicy::Mark, DeletionPolicy::Delete}) {
+    const std::string job = strings::cat("empty-", deletionPolicyName(policy));
+    SCOPED_TRACE(job);
+    // Even with the share check off: listing none while removing all is always held back.
+    auto summary = secondRun(job, policy, 0, guardOf(100, false));
+    ASSERT_TRUE(summary.ok()) << summary.status();
+    EXPECT_TRUE(summary->deletion_guarded);
+    EXPECT_FALSE(summary->deletion_applied);
+    EXPECT_EQ(summary->guarded_objects, 10);
+    EXPECT_EQ(summary->live_objects, 10);
+    EXPECT_EQ(summary->counters.marked + summary->counters.deleted, 0);
+    EXPECT_THAT(summary->note, HasSubstr("would have "));
+    EXPECT_THAT(summary->note, HasSubstr("10 of the source's 10 live objects (100.0 %), every one "
+                                         "of them, listing none"));
+    EXPECT_EQ(states(job), allPresent());
+    EXPECT_EQ(liveCount(job), 10);
+    EXPECT_EQ(runColumns(), "succeeded,f,t,10,0,0,100,f");
+    // The complete listing is still the first run's: nothing claims the unlisted were seen.
+    EXPECT_EQ(sql().value("SELECT listed_run FROM " + q("sources") + " WHERE name = '" + job + "'"),
+              listed_run_before_);
+  }
+}
+
+TEST_F(GuardTest, SixtyPercentVanishedIsHeldBackAtTheDefaultFifty) {
+  auto summary = secondRun("sixty", DeletionPolicy::Mark, 4);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_TRUE(summary->deletion_guarded);
+  EXPECT_EQ(summary->guarded_objects, 6);
+  EXPECT_EQ(summary->live_objects, 10);
+  EXPECT_THAT(summary->note, HasSubstr("soft-deleted 6 of the source's 10 live objects (60.0 %), "
+                                       "more than the allowed 50 %; nothing was soft-deleted"));
+  EXPECT_EQ(states("sixty"), allPresent());
+  EXPECT_EQ(runColumns(), "succeeded,f,t,6,0,0,50,f");
+}
+
+TEST_F(GuardTest, AShareAtTheLimitIsDeleted) {
+  auto summary = secondRun("fifty", DeletionPolicy::Mark, 5);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_FALSE(summary->deletion_guarded);
+  EXPECT_TRUE(summary->deletion_applied);
+  EXPECT_EQ(summary->counters.marked, 5);
+  auto expected = allPresent();
+  for (int i = 5; i < 10; ++i) {
+    expected[strings::cat("o", i)] = "deleted";
+  }
+  EXPECT_EQ(states("fifty"), expected);
+}
+
+TEST_F(GuardTest, AConfirmedRunDeletes) {
+  auto summary = secondRun("confirmed", DeletionPolicy::Delete, 4, guardOf(50, true));
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_FALSE(summary->deletion_guarded);
+  EXPECT_TRUE(summary->deletion_applied);
+  EXPECT_EQ(summary->counters.deleted, 6);
+  EXPECT_EQ(states("confirmed"),
+            (std::map<std::string, std::string>{
+                {"o0", "present"}, {"o1", "present"}, {"o2", "present"}, {"o3", "present"}}));
+  EXPECT_EQ(runColumns(), "succeeded,t,f,0,0,6,50,t");
+  // And an empty listing, confirmed, empties the source.
+  RunSpec s = spec("confirmed", DeletionPolicy::Mark);
+  s.deletion_guard.confirmed = true;
+  auto empty = store_->beginRun(s);
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  auto emptied = (*empty)->finish(FinishRequest::succeeded());
+  ASSERT_TRUE(emptied.ok()) << emptied.status();
+  EXPECT_EQ(emptied->counters.marked, 4);
+  EXPECT_EQ(liveCount("confirmed"), 0);
+}
+
+TEST_F(GuardTest, KeepNeverRemovesSoTheGuardDoesNotApply) {
+  auto summary = secondRun("keep-all", DeletionPolicy::Keep, 0);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_FALSE(summary->deletion_guarded);
+  EXPECT_EQ(summary->counters.missing, 10);
+  EXPECT_EQ(liveCount("keep-all"), 10);
+}
+
+TEST_F(GuardTest, OutOfRangePercentIsRefused) {
+  RunSpec s = spec("bad-percent");
+  s.deletion_guard.max_delete_percent = 101;
+  auto run = store_->beginRun(s);
+  ASSERT_FALSE(run.ok());
+  EXPECT_EQ(run.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(run.status().message()), HasSubstr("between 0 and 100, got 101"));
 }
 
 TEST_F(PolicyTest, FailedRunNeverMarksOrDeletes) {

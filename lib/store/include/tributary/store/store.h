@@ -98,6 +98,18 @@ struct RunCounters {
   [[nodiscard]] std::int64_t upserted() const { return inserted + updated; }
 };
 
+/// Holds back a deletion that would remove too much of a source at once: the run still succeeds
+/// but marks and deletes nothing (README.md, "Deletion guard"). An empty or truncated listing
+/// from a broken connector then costs one held-back run instead of the source's data.
+struct DeletionGuard {
+  /// A successful Mark or Delete run that would remove more than this share (percent) of the
+  /// source's live objects removes nothing. 100 leaves only the check below.
+  int max_delete_percent = 50;
+  /// The user confirmed this run's deletions: neither check applies. Otherwise a run that would
+  /// remove every live object of the source (it listed none of them) is always held back.
+  bool confirmed = false;
+};
+
 /// Everything a run needs to know about its caller.
 struct RunSpec {
   std::string ns;         ///< SyncJob namespace.
@@ -111,6 +123,7 @@ struct RunSpec {
   std::string lease_id;
   int attempt = 1;
   DeletionPolicy deletion_policy = DeletionPolicy::Mark;
+  DeletionGuard deletion_guard;
   /// Optional; called inside every write transaction just before COMMIT. A non-OK status rolls
   /// the write back and is returned (e.g. the lease is lost or about to expire).
   std::function<absl::Status()> lease_check;
@@ -140,8 +153,14 @@ struct FinishRequest {
 struct RunSummary {
   std::int64_t run_id = 0;
   RunCounters counters;
-  /// The deletion policy ran (successful run with an intact seen-set).
+  /// The deletion policy ran (successful run with an intact seen-set, not held back).
   bool deletion_applied = false;
+  /// The deletion guard held the deletion back; `note` says why and how to confirm.
+  bool deletion_guarded = false;
+  /// Live objects the held-back deletion would have marked or deleted, and the source's live
+  /// objects before it (both 0 unless deletion_guarded).
+  std::int64_t guarded_objects = 0;
+  std::int64_t live_objects = 0;
   /// Why it did not, or other remarks; empty when nothing to say.
   std::string note;
 };
@@ -180,7 +199,8 @@ class Run {
 
   /**
    * Ends the run. On success: applies the deletion policy to objects not listed since the last
-   * Clean (only if the seen-set survived; see RunSummary::note) and records the outcome. On
+   * Clean (only if the seen-set survived and the deletion guard lets it; see RunSummary) and
+   * records the outcome. On
    * failure: records the error; nothing is marked or deleted. Idempotent.
    * @return the summary; ABORTED if fenced (the run is then recorded failed).
    */
