@@ -1,4 +1,5 @@
 // Broken connectors: each gives a clear error, and no process, socket or file is left behind.
+#include "tributary/common/strings.h"
 #include "tributary/plugin_host/plugin_host.h"
 #include "tributary/testing/probes.h"
 
@@ -17,6 +18,7 @@ namespace tributary::plugin_host::testing {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 class BrokenConnector : public ::testing::Test {
  protected:
@@ -115,6 +117,72 @@ TEST_F(BrokenConnector, CrashesMidSync) {
   }
 }
 
+TEST_F(BrokenConnector, PanicsMidSync) {
+  // A Go panic: the message names the panic, the connector's own frame and the warning logged
+  // before it, not the last lines of the goroutine dump (runtime, gRPC and go-plugin frames).
+  for (const auto& program : {goConnector("v1_6"), goConnector("v1_8")}) {
+    auto client = start(program, "panic_mid_sync");
+    ASSERT_TRUE(client.ok()) << client.status();
+    RecordingSink sink;
+    auto result = (*client)->sync(R"({"pages":5,"page_size":10})", sink, std::chrono::seconds(30));
+    ASSERT_FALSE(result.ok()) << program.name;
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable) << result.status();
+    const std::string text = message(result.status());
+    EXPECT_THAT(text, HasSubstr("exited with status 2 during Sync after 1 pages"));
+    EXPECT_THAT(text, HasSubstr("it crashed: panic: test connector: deliberate panic after page 1, "
+                                "at tributary.dev/tests/testconnector.panicMidSync ("));
+    EXPECT_THAT(text, HasSubstr("testconnector.go:"));  // -trimpath: the module path
+    EXPECT_THAT(text, HasSubstr("; last warnings before it: [WARN] testconnector: about to panic: "
+                                "pages=1"));
+    for (const char* noise : {"goroutine ", "runtime/", "google.golang.org", "+0x", "@level",
+                              "still here", "last stderr lines"}) {
+      EXPECT_THAT(text, Not(HasSubstr(noise))) << text;
+    }
+    EXPECT_EQ(sink.pages(), 1);
+    EXPECT_EQ((*client)->kill().exit_code, 2);
+  }
+}
+
+TEST_F(BrokenConnector, PythonTracebackShowsTheException) {
+  // An uncaught exception before the handshake, as the interpreter prints it (plain) and as the
+  // SDK's hclog excepthook logs it (the traceback inside a JSON field): the message names the
+  // exception and the connector's own frame, never the raw dump or raw JSON.
+  const std::filesystem::path script = tmp_.path() / "failing_connector.py";
+  for (const bool hclog : {false, true}) {
+    {
+      std::ofstream out(script);
+      out << "import logging\n"
+          << "from tributary_connector import hclog\n"
+          << (hclog ? "hclog.configure()\n" : "pass\n")
+          << "log = logging.getLogger('myconnector')\n"
+          << "def load_config():\n"
+          << "    log.warning('no config file; trying the environment')\n"
+          << "    {}['bucket']\n"
+          << "def main():\n"
+          << "    load_config()\n"
+          << "main()\n";
+    }
+    LaunchSpec spec;
+    spec.command = strings::cat(TRIBUTARY_PYTHON, " ", script.string());
+    auto client = PluginClient::start(spec, options_);
+    ASSERT_FALSE(client.ok());
+    const std::string text = message(client.status());
+    EXPECT_THAT(text, HasSubstr("exited with status 1 before the handshake")) << text;
+    EXPECT_THAT(text, HasSubstr(strings::cat("it crashed: KeyError: 'bucket', at load_config (",
+                                             script.string(), ":7)")))
+        << text;
+    if (hclog) {
+      EXPECT_THAT(text, HasSubstr("; last warnings before it: [WARN] myconnector: no config file; "
+                                  "trying the environment"))
+          << text;
+    }
+    for (const char* noise : {"Traceback", "File \"", "@level", "last stderr lines"}) {
+      EXPECT_THAT(text, Not(HasSubstr(noise))) << text;
+    }
+  }
+  std::filesystem::remove(script);
+}
+
 TEST_F(BrokenConnector, HangsInSync) {
   for (const auto& program : {goConnector("v1_8"), cppConnector(), pythonConnector()}) {
     auto client = start(program, "hang_in_sync");
@@ -183,8 +251,66 @@ TEST_F(BrokenConnector, SendsInvalidUtf8) {
   RecordingSink sink;
   auto result = (*client)->sync(R"({"pages":1,"page_size":2})", sink, std::chrono::seconds(30));
   ASSERT_FALSE(result.ok());
-  EXPECT_THAT(message(result.status()), HasSubstr("connector Sync failed"));
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << result.status();
+  EXPECT_THAT(message(result.status()),
+              HasSubstr("the host refused /proto.CallbackHandler/Upsert: the connector's "
+                        "/proto.CallbackHandler/Upsert request could not be parsed"));
   EXPECT_EQ(sink.pages(), 0) << "a page with invalid UTF-8 must not reach the sink";
+}
+
+// Connectors that ignore every callback error and report success (c1's S3 connector does): each
+// refused call must fail the Sync, or a deletion policy would remove what never arrived.
+struct IgnoredRefusal {
+  ConnectorProgram program;
+  std::string mode;
+  absl::StatusCode code;
+  std::string method;
+  std::string explanation;
+};
+
+TEST_F(BrokenConnector, RefusedCallsTheConnectorIgnoredFailTheSync) {
+  const std::string older =
+      "the connector called /proto.CallbackHandler/Callback, which this protocol does not have "
+      "(proto.CallbackHandler has Upsert and Clean): it was probably built against an older "
+      "connector protocol";
+  const std::vector<IgnoredRefusal> cases = {
+      {goConnector("v1_6"), "legacy_callback_method", absl::StatusCode::kUnimplemented,
+       "/proto.CallbackHandler/Callback", older},
+      {goConnector("v1_8"), "legacy_callback_method", absl::StatusCode::kUnimplemented,
+       "/proto.CallbackHandler/Callback", older},
+      {pythonConnector(), "legacy_callback_method", absl::StatusCode::kUnimplemented,
+       "/proto.CallbackHandler/Callback", older},
+      {goConnector("v1_8"), "unknown_service", absl::StatusCode::kUnimplemented,
+       "/proto.Callbacks/Upsert",
+       "the connector called /proto.Callbacks/Upsert, a service the callback server does not "
+       "serve"},
+      {goConnector("v1_6"), "malformed_upsert", absl::StatusCode::kInvalidArgument,
+       "/proto.CallbackHandler/Upsert",
+       "the connector's /proto.CallbackHandler/Upsert request could not be parsed"},
+  };
+  for (const IgnoredRefusal& c : cases) {
+    SCOPED_TRACE(c.program.name + " " + c.mode);
+    auto client = start(c.program, c.mode);
+    ASSERT_TRUE(client.ok()) << client.status();
+    RecordingSink sink;
+    auto result = (*client)->sync(R"({"pages":3,"page_size":4})", sink, std::chrono::seconds(30));
+    ASSERT_FALSE(result.ok()) << "a Sync whose callback calls were all refused succeeded";
+    EXPECT_EQ(result.status().code(), c.code) << result.status();
+    EXPECT_THAT(message(result.status()),
+                HasSubstr("connector reported success but the host refused 3 callback call(s)"));
+    EXPECT_THAT(message(result.status()), HasSubstr(c.explanation));
+    EXPECT_EQ(sink.pages(), 0);
+    const Observations seen = (*client)->observations();
+    ASSERT_TRUE(seen.last_sync_connector_status.has_value());
+    EXPECT_TRUE(seen.last_sync_connector_status->ok()) << "the connector itself reported success";
+    EXPECT_EQ(seen.last_sync_refused_calls, 3U);
+    EXPECT_EQ(seen.last_sync_callback_calls, 3U);
+    ASSERT_TRUE(seen.last_sync_first_refusal.has_value());
+    EXPECT_EQ(seen.last_sync_first_refusal->method, c.method);
+    EXPECT_EQ((*client)->kill().exit_code, 0);
+  }
+  // Logged as it happens (the connector saw only an error it ignored).
+  EXPECT_TRUE(logs_->contains("callback call refused"));
 }
 
 TEST_F(BrokenConnector, FloodsStdoutAndStderr) {

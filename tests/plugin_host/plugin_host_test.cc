@@ -126,7 +126,8 @@ TEST(HostRunsConnector, ConnectorIgnoringUpsertErrorsIsNotASuccess) {
   auto result = (*client)->sync(R"({"pages":4,"page_size":5})", sink, kSyncTimeout);
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.status().code(), absl::StatusCode::kAborted);
-  EXPECT_NE(result.status().message().find("reported success but 2 page(s) were refused"),
+  EXPECT_NE(result.status().message().find(
+                "reported success but the host refused 2 callback call(s) (2 Upsert"),
             std::string::npos)
       << result.status();
 }

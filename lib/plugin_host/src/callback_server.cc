@@ -3,10 +3,12 @@
 #include "tributary/common/strings.h"
 
 #include <google/protobuf/arena.h>
+#include <grpcpp/support/server_interceptor.h>
 
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <string_view>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -95,6 +97,37 @@ class PageArenaAllocator final : public grpc::MessageAllocator<proto::SyncRespon
   std::vector<Holder*> free_;  // Guarded by mu_.
 };
 
+constexpr std::string_view kServicePrefix = "/proto.CallbackHandler/";
+constexpr std::string_view kUpsertMethod = "/proto.CallbackHandler/Upsert";
+constexpr std::string_view kCleanMethod = "/proto.CallbackHandler/Clean";
+
+// What a refused call means, in words a connector author can act on. gRPC itself answers calls
+// that never reach our handlers with UNIMPLEMENTED and no message: a method or service the server
+// does not have, or (for our own methods) a request that did not parse.
+grpc::Status explainRefusal(std::string_view method, const grpc::Status& sent) {
+  if (sent.error_code() != grpc::StatusCode::UNIMPLEMENTED || !sent.error_message().empty()) {
+    return sent;
+  }
+  if (method == kUpsertMethod || method == kCleanMethod) {
+    return {grpc::StatusCode::INVALID_ARGUMENT,
+            strings::cat("the connector's ", method,
+                         " request could not be parsed (not a valid protobuf message of the "
+                         "connector protocol, or a string field that is not valid UTF-8); it was "
+                         "refused and nothing of it was stored")};
+  }
+  if (method.starts_with(kServicePrefix)) {
+    return {grpc::StatusCode::UNIMPLEMENTED,
+            strings::cat("the connector called ", method,
+                         ", which this protocol does not have (proto.CallbackHandler has Upsert "
+                         "and Clean): it was probably built against an older connector protocol")};
+  }
+  return {grpc::StatusCode::UNIMPLEMENTED,
+          strings::cat("the connector called ", method,
+                       ", a service the callback server does not serve (it serves "
+                       "proto.CallbackHandler with Upsert and Clean): it was probably built "
+                       "against another connector protocol")};
+}
+
 // Callback-API service. gRPC threads must not block, so page work (a database transaction, for
 // the agent) runs on one worker thread per Sync, which also keeps pages strictly in order.
 class CallbackServer::Service final : public proto::CallbackHandler::CallbackService {
@@ -149,7 +182,37 @@ class CallbackServer::Service final : public proto::CallbackHandler::CallbackSer
     return stats_;
   }
 
+  /// Every error status the server sends, whichever part of gRPC produced it (RefusalInterceptor).
+  /// Returns the status to send instead: the same one, or one that says what went wrong.
+  grpc::Status refused(std::string_view method, const grpc::Status& sent) {
+    grpc::Status explained = explainRefusal(method, sent);
+    const std::lock_guard lock(mu_);
+    std::uint64_t& counter = method == kUpsertMethod  ? stats_.refused_pages
+                             : method == kCleanMethod ? stats_.refused_cleans
+                                                      : stats_.refused_other;
+    ++counter;
+    if (!stats_.first_refusal) {
+      stats_.first_refusal = RefusedCall{
+          std::string(method), absl::Status(static_cast<absl::StatusCode>(explained.error_code()),
+                                            explained.error_message())};
+    }
+    // Every refusal is a lost call: say so, but a connector that retries a refused call in a
+    // loop must not flood the log.
+    if (stats_.refused() <= kLoggedRefusals) {
+      logger_.warn("callback call refused",
+                   {{"method", std::string(method)},
+                    {"code", absl::StatusCodeToString(
+                                 static_cast<absl::StatusCode>(explained.error_code()))},
+                    {"error", explained.error_message()}});
+    } else if (stats_.refused() == kLoggedRefusals + 1) {
+      logger_.warn("further refused callback calls are counted but not logged");
+    }
+    return explained;
+  }
+
  private:
+  static constexpr std::uint64_t kLoggedRefusals = 10;
+
   void post(std::function<void()> work) {
     {
       const std::lock_guard lock(queue_mu_);
@@ -174,34 +237,29 @@ class CallbackServer::Service final : public proto::CallbackHandler::CallbackSer
     }
   }
 
+  // Runs on the worker thread only, so pages reach the sink one at a time and in order; mu_ is
+  // not held while the sink works (stats() must not wait for a transaction).
   grpc::Status upsert(const proto::SyncResponse& request) {
-    const std::lock_guard lock(mu_);
-    if (closed_) {
-      ++stats_.rejected_pages;
-      const absl::Status error = absl::FailedPreconditionError(
-          "a page arrived after Sync returned and was refused; a connector must finish sending "
-          "pages before returning from Sync");
-      logger_.warn(static_cast<std::string>(error.message()),
-                   {{"objects", request.response_size()}});
-      recordError(error);
-      return toGrpc(error);
+    std::uint64_t page_number = 0;
+    {
+      const std::lock_guard lock(mu_);
+      if (closed_) {
+        return toGrpc(absl::FailedPreconditionError(
+            "a page arrived after Sync returned and was refused; a connector must finish sending "
+            "pages before returning from Sync"));
+      }
+      page_number = stats_.counts.pages + stats_.refused_pages + 1;
     }
     const std::size_t size = request.ByteSizeLong();
     if (size > max_page_bytes_) {
-      ++stats_.rejected_pages;
-      const absl::Status error = absl::ResourceExhaustedError(
-          strings::cat("page ", stats_.counts.pages + stats_.rejected_pages, " is ", size,
-                       " bytes, over the host's page limit of ", max_page_bytes_,
-                       " bytes; send smaller pages (or raise maxPageBytes)"));
-      recordError(error);
-      return toGrpc(error);
+      return toGrpc(absl::ResourceExhaustedError(
+          strings::cat("page ", page_number, " is ", size, " bytes, over the host's page limit of ",
+                       max_page_bytes_, " bytes; send smaller pages (or raise maxPageBytes)")));
     }
-    const absl::Status result = sink_.onPage(request);
-    if (!result.ok()) {
-      ++stats_.rejected_pages;
-      recordError(result);
+    if (absl::Status result = sink_.onPage(request); !result.ok()) {
       return toGrpc(result);
     }
+    const std::lock_guard lock(mu_);
     ++stats_.counts.pages;
     stats_.counts.objects += static_cast<std::uint64_t>(request.response_size());
     stats_.counts.bytes += size;
@@ -209,25 +267,19 @@ class CallbackServer::Service final : public proto::CallbackHandler::CallbackSer
   }
 
   grpc::Status clean() {
-    const std::lock_guard lock(mu_);
-    if (closed_) {
-      return {grpc::StatusCode::FAILED_PRECONDITION,
-              "Sync has already returned; Clean after Sync is not accepted"};
+    {
+      const std::lock_guard lock(mu_);
+      if (closed_) {
+        return {grpc::StatusCode::FAILED_PRECONDITION,
+                "Sync has already returned; Clean after Sync is not accepted"};
+      }
     }
-    const absl::Status result = sink_.onClean();
-    if (!result.ok()) {
-      ++stats_.failed_cleans;
-      recordError(result);
+    if (absl::Status result = sink_.onClean(); !result.ok()) {
       return toGrpc(result);
     }
+    const std::lock_guard lock(mu_);
     ++stats_.counts.cleans;
     return grpc::Status::OK;
-  }
-
-  void recordError(const absl::Status& error) {
-    if (stats_.first_error.ok()) {
-      stats_.first_error = error;
-    }
   }
 
   const std::size_t max_page_bytes_;
@@ -246,6 +298,47 @@ class CallbackServer::Service final : public proto::CallbackHandler::CallbackSer
   std::thread worker_;                       // Last: starts after everything it uses exists.
 };
 
+namespace {
+
+// Sees the status of every call the server answers, including those gRPC answers itself before
+// any handler runs (unknown methods and services, requests that do not parse), so that none of
+// them can go unnoticed.
+class RefusalInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  RefusalInterceptor(std::string method, CallbackServer::Service& service)
+      : method_(std::move(method)), service_(service) {}
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
+      const grpc::Status sent = methods->GetSendStatus();
+      if (!sent.ok()) {
+        methods->ModifySendStatus(service_.refused(method_, sent));
+      }
+    }
+    methods->Proceed();
+  }
+
+ private:
+  std::string method_;
+  CallbackServer::Service& service_;
+};
+
+class RefusalInterceptorFactory final
+    : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit RefusalInterceptorFactory(CallbackServer::Service& service) : service_(service) {}
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    return new RefusalInterceptor(info->method() == nullptr ? "" : info->method(), service_);
+  }
+
+ private:
+  CallbackServer::Service& service_;
+};
+
+}  // namespace
+
 CallbackServer::CallbackServer(std::filesystem::path socket_path, std::unique_ptr<Service> service)
     : socket_path_(std::move(socket_path)), service_(std::move(service)) {}
 
@@ -258,6 +351,9 @@ absl::StatusOr<std::unique_ptr<CallbackServer>> CallbackServer::start(
   grpc::ServerBuilder builder;
   builder.AddListeningPort(strings::cat("unix:", socket_path.string()), credentials);
   builder.RegisterService(server->service_.get());
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<RefusalInterceptorFactory>(*server->service_));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   // gRPC enforces a hard ceiling well above the page limit; pages between the two reach the
   // service and get our explicit, counted error instead of a transport-level one.
   // No transport-level ceiling below gRPC's own 2 GiB: a page refused by gRPC itself would never

@@ -47,6 +47,24 @@ std::string stderrSuffix(const std::vector<std::string>& tail) {
   return strings::cat("; last stderr lines: ", strings::join(last, " | "));
 }
 
+// What ended a process that crashed: the dump's cause, where, and the warnings before it. Else
+// the last stderr lines.
+std::string crashSuffix(const OutputPump& pump) {
+  const auto crash = pump.crash();
+  if (!crash) {
+    return stderrSuffix(pump.stderrTail());
+  }
+  std::string out = strings::cat("; it crashed: ", crash->cause);
+  if (!crash->location.empty()) {
+    out += strings::cat(", at ", crash->location);
+  }
+  if (!crash->warnings_before.empty()) {
+    out +=
+        strings::cat("; last warnings before it: ", strings::join(crash->warnings_before, " | "));
+  }
+  return out;
+}
+
 bool nameAllowed(std::string_view name, const std::vector<std::string>& allowed) {
   for (const std::string_view pattern : allowed) {
     const bool prefix = pattern.ends_with('*');
@@ -146,6 +164,7 @@ class PluginClientImpl final : public PluginClient {
 };
 
 std::vector<std::string> PluginClientImpl::buildEnv(const LaunchSpec& spec) const {
+  noteDroppedCredentials(spec, options_.logger);  // once per process
   std::map<std::string, std::string> env;
   for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
     const std::string_view kv(*entry);
@@ -333,8 +352,11 @@ absl::Status PluginClientImpl::describeFailure(absl::Status status, std::string_
   } else {
     message = strings::cat("connector failed ", during, ": ", status.message());
   }
-  message +=
-      strings::cat(" (command `", command_, "`)", pump_ ? stderrSuffix(pump_->stderrTail()) : "");
+  std::string output;
+  if (pump_) {
+    output = exited ? crashSuffix(*pump_) : stderrSuffix(pump_->stderrTail());
+  }
+  message += strings::cat(" (command `", command_, "`)", output);
   return {status.code(), message};
 }
 
@@ -386,9 +408,10 @@ absl::StatusOr<SyncResult> PluginClientImpl::sync(const std::string& options, Pa
                            status.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED;
     observed_.last_sync_connector_status =
         completed ? std::optional<absl::Status>(fromGrpc(status)) : std::nullopt;
-    observed_.last_sync_callback_calls =
-        stats.counts.pages + stats.counts.cleans + stats.rejected_pages + stats.failed_cleans;
-    observed_.last_sync_refused_pages = stats.rejected_pages;
+    observed_.last_sync_callback_calls = stats.counts.pages + stats.counts.cleans + stats.refused();
+    observed_.last_sync_refused_pages = stats.refused_pages;
+    observed_.last_sync_refused_calls = stats.refused();
+    observed_.last_sync_first_refusal = stats.first_refusal;
   }
 
   if (!status.ok()) {
@@ -402,11 +425,12 @@ absl::StatusOr<SyncResult> PluginClientImpl::sync(const std::string& options, Pa
           " pages received); raise the sync timeout or fix the connector",
           stderrSuffix(pump_->stderrTail())));
     }
-    if (!stats.first_error.ok()) {
+    if (stats.first_refusal) {
+      const RefusedCall& refusal = *stats.first_refusal;
       return absl::Status(
-          stats.first_error.code(),
-          strings::cat("Sync failed after a page was refused: ", stats.first_error.message(),
-                       "; connector said: ", status.error_message()));
+          refusal.status.code(),
+          strings::cat("Sync failed after the host refused ", refusal.method, ": ",
+                       refusal.status.message(), "; connector said: ", status.error_message()));
     }
     if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
         status.error_code() == grpc::StatusCode::CANCELLED) {
@@ -416,17 +440,17 @@ absl::StatusOr<SyncResult> PluginClientImpl::sync(const std::string& options, Pa
     return absl::Status(fromGrpc(status).code(),
                         strings::cat("connector Sync failed: ", status.error_message()));
   }
-  if (stats.failed_cleans > 0 && stats.rejected_pages == 0) {
-    // A refused Clean the connector ignored: the listing it meant to restart is unknown.
-    return absl::Status(stats.first_error.code(),
-                        strings::cat("connector reported success but its Clean was refused: ",
-                                     stats.first_error.message()));
-  }
-  if (stats.rejected_pages > 0) {
-    // The connector ignored a failed Upsert (c1's S3 connector does): never a success.
-    return absl::Status(stats.first_error.code(),
-                        strings::cat("connector reported success but ", stats.rejected_pages,
-                                     " page(s) were refused: ", stats.first_error.message()));
+  if (stats.first_refusal) {
+    // The connector ignored a refused call (c1's S3 connector ignores Upsert errors; a connector
+    // of an older protocol revision gets UNIMPLEMENTED): what it meant to send is not stored, so
+    // this is never a success, and no deletion may follow.
+    const RefusedCall& refusal = *stats.first_refusal;
+    return absl::Status(
+        refusal.status.code(),
+        strings::cat("connector reported success but the host refused ", stats.refused(),
+                     " callback call(s) (", stats.refused_pages, " Upsert, ", stats.refused_cleans,
+                     " Clean, ", stats.refused_other, " other); the first: ", refusal.method, ": ",
+                     refusal.status.message()));
   }
   SyncResult result = stats.counts;
   result.metadata = response.metadata();

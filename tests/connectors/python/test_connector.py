@@ -12,14 +12,17 @@ import sys
 import threading
 import time
 
+import grpc
+
 from tributary_connector import Connector, UpsertError, connector_pb2, serve
+from tributary_connector.connector import to_proto_object
 
 LABEL = "python"
 # Modes handled inside Sync (text_before_handshake acts before the handshake, then is normal).
 SYNC_MODES = {
     "normal", "text_before_handshake", "crash_mid_sync", "hang_in_sync", "sync_error",
     "oversized_page", "flood_output", "bad_hclog", "upsert_after_return", "never_dial",
-    "ignore_upsert_errors", "clean",
+    "ignore_upsert_errors", "clean", "legacy_callback_method",
 }
 FLOOD_BYTES = 16 * 1024 * 1024
 
@@ -127,6 +130,26 @@ def bad_hclog():
         write_fd(2, line)
 
 
+def legacy_callback_method(callback, opts):
+    """A connector of an older protocol revision: sends its pages to
+    /proto.CallbackHandler/Callback on the SDK's callback channel, ignores the errors and reports
+    success (the host must not count that as a successful listing)."""
+    callback._get_stub(UpsertError)  # dials the broker
+    call = callback._channel.unary_unary(
+        "/proto.CallbackHandler/Callback",
+        request_serializer=connector_pb2.SyncResponse.SerializeToString,
+        response_deserializer=connector_pb2.Empty.FromString)
+    refused = 0
+    for page in range(opts["pages"]):
+        objects = [to_proto_object(o) for o in make_page(page, opts["page_size"], 0)]
+        try:
+            call(connector_pb2.SyncResponse(response=objects), timeout=30)
+        except grpc.RpcError as e:
+            refused += 1
+            sys.stderr.write(f"test connector: ignoring callback error: {e.details()}\n")
+    return {"pages": opts["pages"], "refused": refused, "connector": LABEL}
+
+
 class TestConnector(Connector):
     def __init__(self, mode):
         self.mode = mode
@@ -145,6 +168,9 @@ class TestConnector(Connector):
             flood(2, FLOOD_BYTES, "stderr")
         if mode == "bad_hclog":
             bad_hclog()
+
+        if mode == "legacy_callback_method":
+            return legacy_callback_method(callback, opts)
 
         pages = objects = 0
 

@@ -3,6 +3,8 @@ module tributary.dev/tests/testconnector
 go 1.24
 
 require (
+	github.com/hashicorp/go-plugin v1.4.4
+	google.golang.org/grpc v1.70.0
 	google.golang.org/protobuf v1.36.6
 	tributary.dev/sdk/go v0.0.0
 )
@@ -11,7 +13,6 @@ require (
 	github.com/fatih/color v1.7.0 // indirect
 	github.com/golang/protobuf v1.5.4 // indirect
 	github.com/hashicorp/go-hclog v0.14.1 // indirect
-	github.com/hashicorp/go-plugin v1.4.4 // indirect
 	github.com/hashicorp/yamux v0.0.0-20180604194846-3520598351bb // indirect
 	github.com/mattn/go-colorable v0.1.4 // indirect
 	github.com/mattn/go-isatty v0.0.10 // indirect
@@ -21,7 +22,6 @@ require (
 	golang.org/x/sys v0.28.0 // indirect
 	golang.org/x/text v0.21.0 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20241202173237-19429a94021a // indirect
-	google.golang.org/grpc v1.70.0 // indirect
 )
 
 replace tributary.dev/sdk/go => ../../../../sdk/go

@@ -36,12 +36,13 @@ const (
 	ModeNeverDial           = "never_dial"
 	ModeIgnoreUpsertErrors  = "ignore_upsert_errors"
 	ModeClean               = "clean"
+	ModePanicMidSync        = "panic_mid_sync"
 )
 
 var syncModes = map[string]bool{
 	"": true, ModeNormal: true, ModeCrashMidSync: true, ModeHangInSync: true, ModeSyncError: true,
 	ModeOversizedPage: true, ModeFloodOutput: true, ModeBadHclog: true, ModeUpsertAfterReturn: true,
-	ModeNeverDial: true, ModeIgnoreUpsertErrors: true, ModeClean: true,
+	ModeNeverDial: true, ModeIgnoreUpsertErrors: true, ModeClean: true, ModePanicMidSync: true,
 	// Handled before the handshake, normal afterwards.
 	ModeTextBeforeHandshake: true,
 }
@@ -66,6 +67,10 @@ func Main(goPluginVersion string) {
 		// The label would lie about what is being tested: refuse to run.
 		fmt.Fprintf(os.Stderr, "test connector: built with %s %s, but labelled %s\n", goPluginModule, linked, goPluginVersion)
 		os.Exit(1)
+	}
+	if _, ok := thirdPartyModes[mode]; ok {
+		serveThirdParty(mode, "go-"+goPluginVersion)
+		return
 	}
 	connector.Serve(&Connector{Label: "go-" + goPluginVersion, Mode: mode})
 }
@@ -163,6 +168,8 @@ func (c *Connector) SyncContext(ctx context.Context, options string, dial connec
 				c.exit(2)
 			case ModeHangInSync:
 				c.block()
+			case ModePanicMidSync:
+				panicMidSync(pages)
 			}
 		}
 		return nil
@@ -306,4 +313,17 @@ func writeBadHclog() error {
 		}
 	}
 	return nil
+}
+
+// PanicMessage is the panic value of mode panic_mid_sync.
+const PanicMessage = "test connector: deliberate panic after page 1"
+
+// panicMidSync logs a warning and an info line as hclog JSON on the stderr fd, as go-plugin's
+// logger does, and panics (mode panic_mid_sync).
+func panicMidSync(pages int) {
+	_, stderr := rawFiles()
+	now := time.Now().UTC().Format("2006-01-02T15:04:05.000000Z07:00")
+	fmt.Fprintf(stderr, `{"@level":"warn","@message":"about to panic","@module":"testconnector","@timestamp":%q,"pages":%d}`+"\n", now, pages)
+	fmt.Fprintf(stderr, `{"@level":"info","@message":"still here","@module":"testconnector","@timestamp":%q}`+"\n", now)
+	panic(PanicMessage)
 }

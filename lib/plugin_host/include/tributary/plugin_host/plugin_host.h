@@ -15,6 +15,7 @@
 #include <optional>
 #include <stop_token>
 #include <string>
+#include <string_view>
 #include <vector>
 
 /// The host side of HashiCorp go-plugin in gRPC mode: launches a connector process, speaks the
@@ -35,6 +36,20 @@ struct LaunchSpec {
   static std::vector<std::string> defaultInheritedEnv();
 };
 
+/// Whether an environment variable's name looks like it holds a credential: AWS_*, GOOGLE_*,
+/// GCP_*, AZURE_*, ..., *_TOKEN, *_KEY, *_SECRET*, *_PASSWORD, *_CREDENTIALS, ... (any case;
+/// TRIBUTARY_* never: those are the CLI's own).
+bool looksLikeCredential(std::string_view name);
+
+/// Names of this process's variables that look like credentials and that `spec` does not pass to
+/// the connector (not matched by inherited_env, not set by env). Names only, sorted.
+std::vector<std::string> droppedCredentialVariables(const LaunchSpec& spec);
+
+/// Logs droppedCredentialVariables(spec) at info level (names only, never values) with how to
+/// pass them instead, once per process: the first call that finds any logs, later calls do
+/// nothing. Returns true when it logged. PluginClient::start calls it.
+bool noteDroppedCredentials(const LaunchSpec& spec, const log::Logger& logger);
+
 struct Options {
   HandshakeConfig handshake;
   /// From process start to the handshake line (go-plugin's default is one minute).
@@ -54,9 +69,11 @@ struct Options {
   log::Logger logger{"plugin-host"};
 };
 
-/// Receives the pages of one Sync. Called on gRPC threads, one call at a time per Sync: the
-/// connector's Upsert is acknowledged only after onPage returns OK, so a sink that commits the
-/// page before returning gets end-to-end back-pressure and "acknowledged means stored".
+/// Receives the pages of one Sync. Called on the callback server's worker thread (one per Sync),
+/// one call at a time and in the order the calls arrived; the server's locks are not held, so a
+/// sink may take as long as a database transaction takes. The connector's Upsert is acknowledged
+/// only after onPage returns OK, so a sink that commits the page before returning gets end-to-end
+/// back-pressure and "acknowledged means stored".
 class PageSink {
  public:
   virtual ~PageSink() = default;
@@ -65,6 +82,12 @@ class PageSink {
   virtual absl::Status onPage(const proto::SyncResponse& page) = 0;
   /// The connector's Clean callback.
   virtual absl::Status onClean() = 0;
+};
+
+/// A call of the connector's that the callback server answered with an error.
+struct RefusedCall {
+  std::string method;   ///< Full gRPC method name, e.g. "/proto.CallbackHandler/Upsert".
+  absl::Status status;  ///< What the connector was answered.
 };
 
 struct SyncResult {
@@ -92,6 +115,10 @@ struct Observations {
   std::uint64_t last_sync_callback_calls = 0;
   /// The last Sync: pages refused (by the sink, the size limit, or after Sync returned).
   std::uint64_t last_sync_refused_pages = 0;
+  /// The last Sync: every refused callback call (pages, Cleans, unknown methods, requests that
+  /// do not parse), and the first of them.
+  std::uint64_t last_sync_refused_calls = 0;
+  std::optional<RefusedCall> last_sync_first_refusal;
 };
 
 /// How the connector process ended.
@@ -120,7 +147,9 @@ class PluginClient {
   PluginClient& operator=(const PluginClient&) = delete;
 
   /// Runs `Sync(options)`, delivering pages to `sink`. Fails on timeout, on `stop` being
-  /// requested, on a connector error, on a crash, or when any page was rejected.
+  /// requested, on a connector error, on a crash, or when the callback server refused any call
+  /// (a page, a Clean, a method it does not have, a request that does not parse), whatever the
+  /// connector returned.
   virtual absl::StatusOr<SyncResult> sync(const std::string& options, PageSink& sink,
                                           std::chrono::milliseconds timeout,
                                           std::stop_token stop = {}) = 0;
