@@ -15,6 +15,7 @@
 
 #include <sys/stat.h>
 
+#include <map>
 #include <optional>
 #include <unistd.h>
 
@@ -670,15 +671,35 @@ class InstallerImpl : public Installer {
     return v;
   }
 
-  // Caller holds the name lock.
+  // Caller holds the name lock. Connectors of the same name may differ (two namespaces or
+  // sources with their own spec): each spec hash keeps its own `keep_versions` most recently
+  // selected versions, so one spec's installs and updates never remove another's current one.
+  // Only a spec not selected for `spec_retention` is left to the name-wide `keep_versions`.
   void gcName(const std::string& name, GcReport& report) {
-    const auto records = cache_.versions(name);
+    const auto records = cache_.versions(name);  // Most recently selected first.
+    const std::int64_t forgotten_before =
+        internal::nowNanos() -
+        std::chrono::duration_cast<std::chrono::nanoseconds>(options_.spec_retention).count();
+    struct SpecKept {
+      bool remembered = false;
+      int kept = 0;
+    };
+    std::map<std::string, SpecKept> specs;
     int kept = 0;
     for (const auto& record : records) {
-      const bool recent = record.manifest.is_object() && kept < options_.keep_versions;
-      if (recent) {
-        ++kept;
-        continue;
+      if (record.manifest.is_object()) {
+        // A spec's newest selection comes first; it decides whether the spec is remembered.
+        const auto [it, first] = specs.try_emplace(record.info.spec_hash);
+        SpecKept& spec = it->second;
+        if (first) {
+          spec.remembered = record.info.selected_at_ns >= forgotten_before;
+        }
+        if (kept < options_.keep_versions ||
+            (spec.remembered && spec.kept < options_.keep_versions)) {
+          ++kept;
+          ++spec.kept;
+          continue;
+        }
       }
       const fs::path dir = record.info.root.parent_path();
       auto unused = cache_.lockUnused(dir);

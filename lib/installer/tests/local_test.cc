@@ -222,6 +222,66 @@ TEST_F(LocalTest, UpdateMakesANewVersionAndKeepsTheRunningOne) {
   expectNoLeftovers();
 }
 
+TEST_F(LocalTest, GcKeepsTheCurrentVersionOfEachSpecOfAName) {
+  // Two Connectors named local-conn (two namespaces, say) with different specs share the name's
+  // cache directory: the installs and updates of one never remove the other's current version.
+  Options options = testing::testOptions(cache_, sink_);
+  options.keep_versions = 1;
+  auto installer = make(std::move(options));
+  const ConnectorSpec a = spec();
+  ConnectorSpec b = spec();
+  b.env = {{"REGION", "eu"}};
+  auto a1 = installer->install(a);
+  ASSERT_TRUE(a1.ok()) << a1.status();
+  const std::string a_version = a1->version;
+  const fs::path a_root = a1->root;
+  a1 = absl::UnknownError("released");  // No sync of A runs: only GC's rules protect it.
+  auto b1 = installer->install(b);
+  ASSERT_TRUE(b1.ok()) << b1.status();
+  ASSERT_NE(b1->version, a_version);
+  b1 = absl::UnknownError("released");
+  testing::writeFile(source_ / "conn.sh", "#!/bin/sh\necho v2\n", static_cast<fs::perms>(0755));
+  auto b2 = installer->update(b);
+  ASSERT_TRUE(b2.ok()) << b2.status();
+  ASSERT_TRUE(b2->installed_now);
+  const std::string b_version = b2->version;
+  b2 = absl::UnknownError("released");
+  ASSERT_TRUE(installer->collectGarbage().ok());
+
+  auto versions = installer->listVersions("local-conn");
+  ASSERT_TRUE(versions.ok());
+  std::vector<std::string> names;
+  for (const auto& v : *versions) {
+    names.push_back(v.version);
+  }
+  // B's previous version went (keep_versions = 1 per spec); A's only one stayed.
+  EXPECT_THAT(names, ElementsAre(b_version, a_version));
+  EXPECT_EQ(testing::shOk("./conn.sh", a_root), "v1\n");
+  auto again = installer->install(a);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_FALSE(again->installed_now);
+  EXPECT_EQ(again->version, a_version);
+  expectNoLeftovers();
+}
+
+TEST_F(LocalTest, GcForgetsASpecNotSelectedWithinTheRetention) {
+  Options options = testing::testOptions(cache_, sink_);
+  options.keep_versions = 1;
+  options.spec_retention = std::chrono::milliseconds(0);
+  auto installer = make(std::move(options));
+  ConnectorSpec b = spec();
+  b.env = {{"REGION", "eu"}};
+  ASSERT_TRUE(installer->install(spec()).ok());  // Its lease ends with the statement.
+  auto b1 = installer->install(b);
+  ASSERT_TRUE(b1.ok()) << b1.status();
+  // Every spec is forgotten at once: the name-wide keep_versions = 1 alone decides.
+  auto versions = installer->listVersions("local-conn");
+  ASSERT_TRUE(versions.ok());
+  ASSERT_EQ(versions->size(), 1U);
+  EXPECT_EQ((*versions)[0].version, b1->version);
+  expectNoLeftovers();
+}
+
 TEST_F(LocalTest, UpdateCommandRunsInACopyOfTheCurrentVersion) {
   auto installer = make();
   ConnectorSpec s = spec();

@@ -44,8 +44,14 @@ struct Options {
   /// Bytes of command output kept for error messages (the tail).
   std::size_t output_tail_bytes = 8192;
 
-  /// Versions kept per connector name by garbage collection, besides any in use.
+  /// Versions kept by garbage collection, besides any in use: the `keep_versions` most recently
+  /// selected of each connector name, and as many of each spec of that name (Connectors of one
+  /// name in different namespaces or sources may have different specs) selected within
+  /// `spec_retention`.
   int keep_versions = 2;
+  /// A spec (its hash) whose versions were not installed or reused for this long is forgotten:
+  /// only the name-wide `keep_versions` protect its versions then.
+  std::chrono::milliseconds spec_retention{std::chrono::hours(24 * 30)};
 
   /// Host variables passed to install commands (a trailing `*` matches a prefix). Nothing else
   /// of the installer's environment reaches them; credentials never do.
@@ -146,7 +152,8 @@ class Installer {
                                               std::stop_token stop = {}) = 0;
 
   /// Removes, for every connector name, versions beyond the `keep_versions` most recently
-  /// selected ones that nobody holds a lease on, plus leftovers of crashed installs.
+  /// selected ones (of the name, and of each spec selected within `spec_retention`) that nobody
+  /// holds a lease on, plus leftovers of crashed installs.
   virtual absl::StatusOr<GcReport> collectGarbage() = 0;
 
   /// Installed versions of `name`, most recently selected first.
