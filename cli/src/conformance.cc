@@ -363,7 +363,15 @@ void runChecks(const Target& target, const ParsedArgs& args, Report& report,
   } else {
     report.fail("sync", std::string(result.status().message()));
   }
-  if (seen.last_sync_callback_calls > 0) {
+  if (seen.last_sync_first_refusal) {
+    // The sink accepts every page here, so a refusal is the connector's: a method this protocol
+    // does not have, a request that does not parse, a page over the size limit.
+    report.fail("broker_callback",
+                cat("the host refused ", seen.last_sync_refused_calls, " of the connector's ",
+                    seen.last_sync_callback_calls,
+                    " callback call(s); the first: ", seen.last_sync_first_refusal->method, ": ",
+                    seen.last_sync_first_refusal->status.message()));
+  } else if (seen.last_sync_callback_calls > 0) {
     report.pass("broker_callback", cat("the connector called the callback server ",
                                        seen.last_sync_callback_calls, " time(s)"));
   } else if (result.ok()) {

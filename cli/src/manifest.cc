@@ -225,6 +225,303 @@ class Doc {
   int count_ = 0;
 };
 
+// A string that YAML would not turn into something else (a plain `true` or `8080` is not one).
+bool isStringScalar(const YAML::Node& node) {
+  return node.IsScalar() && (node.Tag() != "?" || toJson(node).is_string());
+}
+
+bool isEnvName(std::string_view name) {
+  static const std::regex kEnvName(R"(^[A-Za-z_][A-Za-z0-9_]*$)");
+  return !name.empty() && name.size() <= 128 && std::regex_match(std::string(name), kEnvName);
+}
+
+bool isSecretKey(std::string_view key) {
+  static const std::regex kKey(R"(^[-._a-zA-Z0-9]+$)");
+  return !key.empty() && key.size() <= 253 && std::regex_match(std::string(key), kKey);
+}
+
+// A relative path of [A-Za-z0-9._-] components, none of them `.` or `..`.
+bool isSafeRelativePath(std::string_view path) {
+  static const std::regex kPath(R"(^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$)");
+  if (path.empty() || path.size() > 253 || !std::regex_match(std::string(path), kPath)) {
+    return false;
+  }
+  for (const std::string_view part : strings::split(path, '/')) {
+    if (part == "." || part == "..") {
+      return false;
+    }
+  }
+  return true;
+}
+
+// An environment variable name field; nullopt (with an error) when missing or invalid.
+std::optional<std::string> envNameField(Doc& doc, const YAML::Node& parent, const std::string& key,
+                                        const std::string& path, bool required) {
+  auto name = doc.string(parent, key, path, required);
+  if (name && !isEnvName(*name)) {
+    doc.error(path,
+              cat("`", *name,
+                  "` is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*, at most 128 "
+                  "characters)"));
+    return std::nullopt;
+  }
+  return name;
+}
+
+// `secretRef: {name, optional}` (envFrom, files); false (with an error) when unusable.
+bool secretRefField(Doc& doc, const YAML::Node& parent, const std::string& path,
+                    std::string& secret, bool& optional) {
+  const YAML::Node ref = parent["secretRef"];
+  if (!ref || ref.IsNull()) {
+    doc.error(path, "required field is missing");
+    return false;
+  }
+  if (!doc.mapping(ref, path)) {
+    return false;
+  }
+  doc.unknownKeys(ref, path, {"name", "optional"});
+  const int before = doc.count();
+  secret = doc.string(ref, "name", path + ".name", true).value_or("");
+  if (!secret.empty() && !isDnsSubdomain(secret)) {
+    doc.error(path + ".name", cat("`", secret, "` is not a valid Secret name"));
+  }
+  optional = doc.boolean(ref, "optional", path + ".optional").value_or(false);
+  return doc.count() == before;
+}
+
+// `spec.env`: a Pod-style list of {name, value} / {name, valueFrom: {secretKeyRef}}, or (the
+// older form, still accepted) a mapping of name → value. Plain values go to ConnectorSpec::env
+// (install commands and the install hash see them); Secret references to secret_env.
+void parseEnv(const YAML::Node& spec, Doc& doc, ConnectorManifest& m) {
+  const YAML::Node env = spec["env"];
+  if (!env || env.IsNull()) {
+    return;
+  }
+  if (env.IsMap()) {
+    for (const auto& kv : env) {
+      const std::string key = kv.first.Scalar();
+      if (!isStringScalar(kv.second)) {
+        doc.error(cat("spec.env.", key),
+                  cat("must be a string, got ", describeType(kv.second), " (quote it)"),
+                  &kv.second);
+        continue;
+      }
+      m.spec.env[key] = kv.second.Scalar();
+    }
+    return;
+  }
+  if (!env.IsSequence()) {
+    doc.error("spec.env",
+              cat("must be a list of {name, value} or {name, valueFrom} (or a mapping of name to "
+                  "value), got ",
+                  describeType(env)),
+              &env);
+    return;
+  }
+  if (env.size() > 64) {
+    doc.error("spec.env", cat("at most 64 entries, got ", env.size()));
+  }
+  std::set<std::string> names;
+  for (std::size_t i = 0; i < env.size(); ++i) {
+    const YAML::Node item = env[i];
+    const std::string path = cat("spec.env[", i, "]");
+    if (!doc.mapping(item, path)) {
+      continue;
+    }
+    doc.unknownKeys(item, path, {"name", "value", "valueFrom"});
+    const auto name = envNameField(doc, item, "name", path + ".name", true);
+    if (!name) {
+      continue;
+    }
+    if (!names.insert(*name).second) {
+      doc.error(path + ".name", cat("`", *name, "` is set more than once in spec.env"));
+      continue;
+    }
+    const YAML::Node value = item["value"];
+    const YAML::Node from = item["valueFrom"];
+    const bool has_value = value && !value.IsNull();
+    if (has_value && from && !from.IsNull()) {
+      doc.error(path, "give value or valueFrom, not both");
+      continue;
+    }
+    if (!from || from.IsNull()) {
+      if (has_value && !isStringScalar(value)) {
+        doc.error(path + ".value",
+                  cat("must be a string, got ", describeType(value), " (quote it)"), &value);
+        continue;
+      }
+      m.spec.env[*name] = has_value ? value.Scalar() : std::string();
+      continue;
+    }
+    if (!doc.mapping(from, path + ".valueFrom")) {
+      continue;
+    }
+    for (const char* other : {"configMapKeyRef", "fieldRef", "resourceFieldRef"}) {
+      if (from[other]) {
+        doc.error(cat(path, ".valueFrom.", other),
+                  "not supported: connectors get values from Secrets only (secretKeyRef), or "
+                  "plain values");
+      }
+    }
+    doc.unknownKeys(from, path + ".valueFrom",
+                    {"secretKeyRef", "configMapKeyRef", "fieldRef", "resourceFieldRef"});
+    const std::string ref_path = path + ".valueFrom.secretKeyRef";
+    const YAML::Node ref = from["secretKeyRef"];
+    if (!ref || ref.IsNull()) {
+      doc.error(ref_path, "required field is missing");
+      continue;
+    }
+    if (!doc.mapping(ref, ref_path)) {
+      continue;
+    }
+    doc.unknownKeys(ref, ref_path, {"name", "key", "optional"});
+    SecretEnvVar var;
+    var.name = *name;
+    var.path = ref_path;
+    var.ref.name = doc.string(ref, "name", ref_path + ".name", true).value_or("");
+    var.ref.key = doc.string(ref, "key", ref_path + ".key", true).value_or("");
+    var.ref.optional = doc.boolean(ref, "optional", ref_path + ".optional").value_or(false);
+    if (!var.ref.name.empty() && !isDnsSubdomain(var.ref.name)) {
+      doc.error(ref_path + ".name", cat("`", var.ref.name, "` is not a valid Secret name"));
+    }
+    if (!var.ref.key.empty() && !isSecretKey(var.ref.key)) {
+      doc.error(ref_path + ".key",
+                cat("`", var.ref.key, "` is not a valid Secret key ([-._a-zA-Z0-9]+)"));
+    }
+    m.secret_env.push_back(std::move(var));
+  }
+}
+
+// `spec.envFrom`: [{secretRef: {name, optional}, prefix}].
+void parseEnvFrom(const YAML::Node& spec, Doc& doc, ConnectorManifest& m) {
+  const YAML::Node list = spec["envFrom"];
+  if (!list || list.IsNull()) {
+    return;
+  }
+  if (!list.IsSequence()) {
+    doc.error("spec.envFrom",
+              cat("must be a list of {secretRef: {name}, prefix}, got ", describeType(list)),
+              &list);
+    return;
+  }
+  if (list.size() > 16) {
+    doc.error("spec.envFrom", cat("at most 16 entries, got ", list.size()));
+  }
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    const YAML::Node item = list[i];
+    const std::string path = cat("spec.envFrom[", i, "]");
+    if (!doc.mapping(item, path)) {
+      continue;
+    }
+    if (item["configMapRef"]) {
+      doc.error(path + ".configMapRef",
+                "not supported: connectors get variables from Secrets only (secretRef)");
+    }
+    doc.unknownKeys(item, path, {"secretRef", "prefix", "configMapRef"});
+    EnvFromSecret from;
+    from.path = path + ".secretRef";
+    if (!secretRefField(doc, item, from.path, from.secret, from.optional)) {
+      continue;
+    }
+    from.prefix = doc.string(item, "prefix", path + ".prefix").value_or("");
+    if (!from.prefix.empty() && (from.prefix.size() > 64 || !isEnvName(from.prefix))) {
+      doc.error(path + ".prefix", cat("`", from.prefix,
+                                      "` is not a valid variable name prefix "
+                                      "([A-Za-z_][A-Za-z0-9_]*, at most 64 characters)"));
+      continue;
+    }
+    m.env_from.push_back(std::move(from));
+  }
+}
+
+// `spec.files`: [{secretRef: {name, optional}, items: [{key, path, env}]}].
+void parseFiles(const YAML::Node& spec, Doc& doc, ConnectorManifest& m) {
+  const YAML::Node list = spec["files"];
+  if (!list || list.IsNull()) {
+    return;
+  }
+  if (!list.IsSequence()) {
+    doc.error("spec.files",
+              cat("must be a list of {secretRef: {name}, items: [{key, path, env}]}, got ",
+                  describeType(list)),
+              &list);
+    return;
+  }
+  if (list.size() > 16) {
+    doc.error("spec.files", cat("at most 16 entries, got ", list.size()));
+  }
+  std::set<std::string> paths;
+  std::set<std::string> vars;
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    const YAML::Node entry = list[i];
+    const std::string path = cat("spec.files[", i, "]");
+    if (!doc.mapping(entry, path)) {
+      continue;
+    }
+    doc.unknownKeys(entry, path, {"secretRef", "items"});
+    SecretFiles files;
+    files.path = path;
+    if (!secretRefField(doc, entry, path + ".secretRef", files.secret, files.optional)) {
+      continue;
+    }
+    const YAML::Node items = entry["items"];
+    if (!items || items.IsNull()) {
+      doc.error(path + ".items", "required field is missing (list the keys to write)");
+      continue;
+    }
+    if (!items.IsSequence() || items.size() == 0 || items.size() > 32) {
+      doc.error(path + ".items",
+                cat("must be a list of 1 to 32 {key, path, env}, got ", describeType(items)),
+                &items);
+      continue;
+    }
+    for (std::size_t j = 0; j < items.size(); ++j) {
+      const YAML::Node item = items[j];
+      const std::string item_path = cat(path, ".items[", j, "]");
+      if (!doc.mapping(item, item_path)) {
+        continue;
+      }
+      doc.unknownKeys(item, item_path, {"key", "path", "env"});
+      SecretFileItem file;
+      file.key = doc.string(item, "key", item_path + ".key", true).value_or("");
+      if (!file.key.empty() && !isSecretKey(file.key)) {
+        doc.error(item_path + ".key",
+                  cat("`", file.key, "` is not a valid Secret key ([-._a-zA-Z0-9]+)"));
+        continue;
+      }
+      file.path = doc.string(item, "path", item_path + ".path").value_or(file.key);
+      if (file.path.empty()) {
+        continue;  // The key was missing: already reported.
+      }
+      if (!isSafeRelativePath(file.path)) {
+        doc.error(item_path + ".path",
+                  cat("`", file.path,
+                      "` must be a relative path of [A-Za-z0-9._-] components without `.` or "
+                      "`..` (files live in the run's private directory)"));
+        continue;
+      }
+      if (!paths.insert(file.path).second) {
+        doc.error(item_path + ".path", cat("`", file.path, "` is written more than once"));
+        continue;
+      }
+      file.env = envNameField(doc, item, "env", item_path + ".env", false).value_or("");
+      if (!file.env.empty()) {
+        const bool in_env = m.spec.env.contains(file.env) ||
+                            std::any_of(m.secret_env.begin(), m.secret_env.end(),
+                                        [&](const SecretEnvVar& v) { return v.name == file.env; });
+        if (in_env || !vars.insert(file.env).second) {
+          doc.error(item_path + ".env",
+                    cat("`", file.env, "` is also set by ",
+                        in_env ? "spec.env" : "another spec.files item", "; set it once"));
+          continue;
+        }
+      }
+      files.items.push_back(std::move(file));
+    }
+    m.files.push_back(std::move(files));
+  }
+}
+
 void parseConnector(const YAML::Node& root, Doc& doc, const std::string& ns,
                     const std::string& name, Manifests& out) {
   ConnectorManifest m;
@@ -240,9 +537,10 @@ void parseConnector(const YAML::Node& root, Doc& doc, const std::string& ns,
   if (!doc.mapping(spec, "spec")) {
     return;
   }
-  doc.unknownKeys(spec, "spec",
-                  {"description", "source", "uri", "ref", "sha256", "installCommand",
-                   "updateCommand", "command", "env", "secretRef", "handshake"});
+  doc.unknownKeys(
+      spec, "spec",
+      {"description", "source", "uri", "ref", "sha256", "installCommand", "updateCommand",
+       "command", "env", "envFrom", "files", "secretRef", "handshake"});
   const int before = doc.count();
   m.spec.description = doc.string(spec, "description", "spec.description").value_or("");
   if (auto source = doc.string(spec, "source", "spec.source", true)) {
@@ -262,18 +560,9 @@ void parseConnector(const YAML::Node& root, Doc& doc, const std::string& ns,
   m.spec.install_command = doc.string(spec, "installCommand", "spec.installCommand").value_or("");
   m.spec.update_command = doc.string(spec, "updateCommand", "spec.updateCommand").value_or("");
   m.spec.command = doc.string(spec, "command", "spec.command", true).value_or("");
-  if (const YAML::Node env = spec["env"]; env && !env.IsNull() && doc.mapping(env, "spec.env")) {
-    for (const auto& kv : env) {
-      const std::string key = kv.first.Scalar();
-      if (!kv.second.IsScalar() || (kv.second.Tag() == "?" && !toJson(kv.second).is_string())) {
-        doc.error(cat("spec.env.", key),
-                  cat("must be a string, got ", describeType(kv.second), " (quote it)"),
-                  &kv.second);
-        continue;
-      }
-      m.spec.env[key] = kv.second.Scalar();
-    }
-  }
+  parseEnv(spec, doc, m);
+  parseEnvFrom(spec, doc, m);
+  parseFiles(spec, doc, m);
   if (const YAML::Node ref = spec["secretRef"];
       ref && !ref.IsNull() && doc.mapping(ref, "spec.secretRef")) {
     doc.unknownKeys(ref, "spec.secretRef", {"name"});
@@ -335,11 +624,11 @@ void parseSyncJob(const YAML::Node& root, Doc& doc, const std::string& ns, const
   if (!doc.mapping(spec, "spec")) {
     return;
   }
-  doc.unknownKeys(
-      spec, "spec",
-      {"connectorRef", "options", "optionsFrom", "schedule", "timeZone", "suspend",
-       "concurrencyPolicy", "startingDeadlineSeconds", "backoffLimit", "activeDeadlineSeconds",
-       "deletionPolicy", "agentSelector", "successfulRunsHistoryLimit", "failedRunsHistoryLimit"});
+  doc.unknownKeys(spec, "spec",
+                  {"connectorRef", "options", "optionsFrom", "schedule", "timeZone", "suspend",
+                   "concurrencyPolicy", "startingDeadlineSeconds", "backoffLimit",
+                   "activeDeadlineSeconds", "deletionPolicy", "deletionGuard", "agentSelector",
+                   "successfulRunsHistoryLimit", "failedRunsHistoryLimit"});
   if (const YAML::Node ref = spec["connectorRef"]; !ref || ref.IsNull()) {
     doc.error("spec.connectorRef", "required field is missing");
   } else if (doc.mapping(ref, "spec.connectorRef")) {
@@ -388,6 +677,19 @@ void parseSyncJob(const YAML::Node& root, Doc& doc, const std::string& ns, const
     } else {
       doc.error("spec.deletionPolicy",
                 cat("must be one of Keep, Mark, Delete, got `", *policy, "`"));
+    }
+  }
+  if (const YAML::Node guard = spec["deletionGuard"];
+      guard && !guard.IsNull() && doc.mapping(guard, "spec.deletionGuard")) {
+    doc.unknownKeys(guard, "spec.deletionGuard", {"maxDeletePercent"});
+    if (auto percent =
+            doc.integer(guard, "maxDeletePercent", "spec.deletionGuard.maxDeletePercent", 0)) {
+      if (*percent > 100) {
+        doc.error("spec.deletionGuard.maxDeletePercent",
+                  cat("must be between 0 and 100, got ", *percent));
+      } else {
+        m.deletion_guard.max_delete_percent = static_cast<int>(*percent);
+      }
     }
   }
   if (auto policy = doc.string(spec, "concurrencyPolicy", "spec.concurrencyPolicy");

@@ -229,11 +229,24 @@ int objectsCommand(const std::vector<std::string>& argv) {
     }
     return text + std::string(width > shown ? width - shown : 0, ' ');
   };
+  // When the objects went away: DELETED_AT once any shown object is soft-deleted, else
+  // MISSING_SINCE once any is missing (deletionPolicy Keep). Empty for the others.
+  bool any_deleted = false;
+  bool any_missing = false;
+  for (int i = 0; i < n; ++i) {
+    any_deleted = any_deleted || !value(i, 9).empty();
+    any_missing = any_missing || !value(i, 8).empty();
+  }
+  const int gone_column = any_deleted ? 9 : any_missing ? 8 : -1;
   std::cout << pad("REMOTE_ID", id_width) << "  " << pad("STATE", 7) << "  "
-            << pad("RESOURCE_NAME", name_width) << "  " << pad("LAST_CHANGED", 20) << "  URI\n";
+            << pad("RESOURCE_NAME", name_width) << "  " << pad("LAST_CHANGED", 20) << "  "
+            << (gone_column < 0 ? ""
+                                : pad(gone_column == 9 ? "DELETED_AT" : "MISSING_SINCE", 20) + "  ")
+            << "URI\n";
   for (int i = 0; i < n; ++i) {
     std::cout << pad(value(i, 0), id_width) << "  " << pad(value(i, 4), 7) << "  "
               << pad(value(i, 1), name_width) << "  " << pad(value(i, 7), 20) << "  "
+              << (gone_column < 0 ? "" : pad(value(i, gone_column), 20) + "  ")
               << clip(value(i, 2), 60) << '\n';
   }
   const long long total = std::stoll(value(0, 10));  // NOLINT(google-runtime-int)

@@ -2,15 +2,20 @@
 // installer → plugin host → store, with an in-process lock for fencing.
 #include "tributary/common/strings.h"
 
+#include "absl/strings/numbers.h"
 #include "commands.h"
 #include "common.h"
+#include "credentials.h"
 #include "manifest.h"
 #include "signals.h"
 #include "sync_pipeline.h"
 
+#include <nlohmann/json.hpp>
+
 #include <cctype>
 #include <cstdlib>
 #include <iostream>
+#include <optional>
 
 namespace tributary::cli {
 namespace {
@@ -27,7 +32,8 @@ writes its pages into PostgreSQL, then applies the deletion policy and prints a 
 
   -f, --filename FILE     Connector and SyncJob manifests (the YAML you would `kubectl apply`);
                           several documents per file; repeatable; `-` reads stdin. A v1 Secret in
-                          the files can hold the options of spec.optionsFrom.
+                          the files can hold the options of spec.optionsFrom and the connector's
+                          credentials (spec.env valueFrom, spec.envFrom, spec.files).
   --syncjob [NS/]NAME     which SyncJob to run (required when the files hold several)
   --namespace NS          namespace of manifests without one, and of --connector runs (default:
                           default)
@@ -37,15 +43,29 @@ writes its pages into PostgreSQL, then applies the deletion policy and prints a 
   --name NAME             with --connector: the SyncJob name the data is stored under (default:
                           the connector's name)
   --deletion-policy P     with --connector: Keep, Mark (default) or Delete
+  --max-delete-percent N  deletion guard: a run that would remove more than N % of the source's
+                          live objects removes nothing (default: the SyncJob's
+                          spec.deletionGuard.maxDeletePercent, else 50); a run that would remove
+                          all of them while listing none is always held back
+  --confirm-deletion      apply this run's deletions whatever the deletion guard says (once the
+                          objects are known to be gone upstream)
   --database-url URL      PostgreSQL connection string (default: $DATABASE_URL, else a private
                           local PostgreSQL started on demand; see `tributary db`)
   --database-timeout S    how long to keep trying to reach the database (default 15)
   --timeout S             Sync deadline in seconds (default: the SyncJob's activeDeadlineSeconds,
                           else 86400)
   --start-timeout S       how long the connector may take to print its handshake (default 60)
-  --secret-dir DIR        secrets as files DIR/<secret>/<key> for optionsFrom.secretKeyRef and the
-                          Connector's secretRef (default ${XDG_CONFIG_HOME:-~/.config}/tributary/
-                          secrets); TRIBUTARY_SECRET_<SECRET>_<KEY> variables work too
+  --env NAME=VALUE        a variable for the connector process (repeatable); `--env NAME` copies
+                          NAME from this environment (keeps the value off the command line)
+  --env-file FILE         NAME=VALUE lines (# comments, `NAME` alone copies it), docker's format;
+                          repeatable. Precedence, lowest first: the host variables connectors
+                          inherit (PATH, HOME, LANG, proxies, ...), spec.envFrom, spec.env,
+                          spec.files' variables, --env-file, --env. Connector process only:
+                          install commands see spec.env values, and nothing here reinstalls
+  --secret-dir DIR        secrets as files DIR/<secret>/<key> for optionsFrom.secretKeyRef, the
+                          Connector's spec.env valueFrom, spec.envFrom, spec.files and secretRef
+                          (default ${XDG_CONFIG_HOME:-~/.config}/tributary/secrets);
+                          TRIBUTARY_SECRET_<SECRET>_<KEY> variables work too
   --cache-dir DIR         connector cache (default ${XDG_CACHE_HOME:-~/.cache}/tributary/connectors)
   --update                fetch the newest version of the connector first (installer update)
   --json                  print the summary as one JSON object on stdout
@@ -70,13 +90,7 @@ std::filesystem::path secretDir(const ParsedArgs& args) {
 }
 
 std::string envName(const std::string& secret, const std::string& key) {
-  std::string out = "TRIBUTARY_SECRET_";
-  for (const char c : secret + "_" + key) {
-    out.push_back(std::isalnum(static_cast<unsigned char>(c)) != 0
-                      ? static_cast<char>(std::toupper(static_cast<unsigned char>(c)))
-                      : '_');
-  }
-  return out;
+  return secretVariable(secret, key);
 }
 
 // optionsFrom.secretKeyRef in local mode: a Secret manifest, a file, or an environment variable.
@@ -162,9 +176,17 @@ absl::StatusOr<SyncPlan> planFromManifests(const ParsedArgs& args, const std::st
   plan.connector = connector->spec;
   plan.handshake = connector->handshake;
   plan.deletion_policy = job->deletion_policy;
+  plan.deletion_guard = job->deletion_guard;
   if (job->active_deadline_seconds) {
     plan.timeout = std::chrono::seconds(*job->active_deadline_seconds);
   }
+  auto credentials = resolveCredentials(*connector, LocalSecrets(*manifests, secretDir(args)));
+  if (!credentials.ok()) {
+    return credentials.status();
+  }
+  plan.secret_env = std::move(credentials->env);
+  plan.files = std::move(credentials->files);
+  plan.notes.insert(plan.notes.end(), credentials->notes.begin(), credentials->notes.end());
   if (job->options_json) {
     plan.options = *job->options_json;
   } else {
@@ -184,11 +206,47 @@ absl::StatusOr<SyncPlan> planFromManifests(const ParsedArgs& args, const std::st
   return plan;
 }
 
+// c1's connectors.json is a JSON array of connectors; `--connector` takes one. Says so (how many,
+// which) and how to run one of them, or nothing when `file` is not such a list.
+std::optional<std::string> connectorListProblem(const std::string& file) {
+  auto text = readFile(file);
+  if (!text.ok()) {
+    return std::nullopt;
+  }
+  const nlohmann::json doc = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded() || !doc.is_array()) {
+    return std::nullopt;
+  }
+  constexpr std::size_t kNamesShown = 10;
+  std::vector<std::string> names;
+  for (std::size_t i = 0; i < doc.size() && i < kNamesShown; ++i) {
+    const auto name = doc[i].is_object() ? doc[i].find("name") : doc[i].end();
+    names.push_back(doc[i].is_object() && name != doc[i].end() && name->is_string()
+                        ? name->get<std::string>()
+                        : cat("#", i, " (no name)"));
+  }
+  if (doc.size() > kNamesShown) {
+    names.push_back(cat("and ", doc.size() - kNamesShown, " more"));
+  }
+  const std::string what =
+      doc.empty() ? std::string("an empty list of connectors")
+                  : cat("a list of ", doc.size(), " connector", doc.size() == 1 ? "" : "s", " (",
+                        strings::join(names, ", "), ")");
+  return cat(file, " is ", what,
+             " like c1's connectors.json, but --connector takes one connector (a JSON object). "
+             "Turn the list into Connector manifests with `tributary connector import ",
+             file,
+             " > connectors.yaml` and run one of them with `tributary run -f connectors.yaml "
+             "-f syncjob.yaml` (a SyncJob whose spec.connectorRef names it)");
+}
+
 absl::StatusOr<SyncPlan> planFromConnectorJson(const ParsedArgs& args, const std::string& ns) {
   auto spec = installer::loadConnectorFile(*args.get("--connector"));
   if (!spec.ok()) {
-    return absl::Status(spec.status().code(),
-                        cat(*args.get("--connector"), ": ", spec.status().message()));
+    if (auto list = connectorListProblem(*args.get("--connector"))) {
+      return absl::InvalidArgumentError(*list);
+    }
+    return spec.status();  // It names the file.
   }
   SyncPlan plan;
   plan.ns = ns;
@@ -238,14 +296,17 @@ int runCommand(const std::vector<std::string>& argv) {
                      "--options-file",
                      "--name",
                      "--deletion-policy",
+                     "--max-delete-percent",
                      "--database-url",
                      "--database-timeout",
                      "--timeout",
                      "--start-timeout",
                      "--secret-dir",
-                     "--cache-dir"};
-  spec.repeatable = {"-f", "--filename"};
-  spec.boolean = {"--json", "--update"};
+                     "--cache-dir",
+                     "--env",
+                     "--env-file"};
+  spec.repeatable = {"-f", "--filename", "--env", "--env-file"};
+  spec.boolean = {"--json", "--update", "--confirm-deletion"};
   auto parsed = parseArgs(argv, spec);
   if (!parsed.ok()) {
     return usage(std::string(parsed.status().message()));
@@ -291,10 +352,41 @@ int runCommand(const std::vector<std::string>& argv) {
     }
   }
   const std::string ns = args.get("--namespace").value_or("default");
+  std::map<std::string, std::string> env_overrides;
+  for (const std::string& file : args.all("--env-file")) {
+    auto text = readFile(file);
+    if (!text.ok()) {
+      return report({kExitInvalid, cat("--env-file: ", text.status().message())});
+    }
+    auto lines = parseEnvFile(*text, file);
+    if (!lines.ok()) {
+      return report({kExitInvalid, std::string(lines.status().message())});
+    }
+    for (auto& [name, value] : *lines) {
+      env_overrides[name] = std::move(value);
+    }
+  }
+  for (const std::string& assignment : args.all("--env")) {
+    auto parsed_env = parseEnvFlag(assignment);
+    if (!parsed_env.ok()) {
+      return usage(std::string(parsed_env.status().message()));
+    }
+    env_overrides[parsed_env->first] = std::move(parsed_env->second);
+  }
   auto plan = manifests ? planFromManifests(args, ns) : planFromConnectorJson(args, ns);
   if (!plan.ok()) {
     return report({kExitInvalid, std::string(plan.status().message())});
   }
+  plan->env_overrides = std::move(env_overrides);
+  if (auto text = args.get("--max-delete-percent")) {
+    int percent = -1;
+    if (!absl::SimpleAtoi(*text, &percent) || percent < 0 || percent > 100) {
+      return usage(
+          cat("--max-delete-percent must be a whole number from 0 to 100, got `", *text, "`"));
+    }
+    plan->deletion_guard.max_delete_percent = percent;
+  }
+  plan->deletion_guard.confirmed = args.has("--confirm-deletion");
   return executeSync(*plan, flags);
 }
 

@@ -261,6 +261,7 @@ Outcome Pipeline::execute() {
   const locks::Lease* held = lease->get();
   run_spec.lease_check = [held] { return held->check(); };
   run_spec.deletion_policy = plan_.deletion_policy;
+  run_spec.deletion_guard = plan_.deletion_guard;
   auto run = (*store)->beginRun(run_spec);
   if (!run.ok()) {
     if (absl::IsAborted(run.status())) {
@@ -286,8 +287,32 @@ Outcome Pipeline::execute() {
     host_options.start_timeout =
         std::chrono::milliseconds(static_cast<std::int64_t>(*flags_.start_timeout_s * 1000));
   }
+  // The process's environment beyond the installed spec's: credentials and --env never reach
+  // install commands or the install hash, and are never logged (names of dropped host
+  // variables are, once).
+  ph::LaunchSpec launch = installation_->launchSpec();
+  std::unique_ptr<RunDirectory> run_dir;
+  if (!plan_.files.empty()) {
+    auto dir = RunDirectory::create(plan_.files);
+    if (!dir.ok()) {
+      return fail(kExitConnector, cat("cannot start connector ", plan_.connector.name, ": ",
+                                      dir.status().message()));
+    }
+    run_dir = *std::move(dir);
+  }
+  for (const auto& [name, value] : plan_.secret_env) {
+    launch.env[name] = value;
+  }
+  if (run_dir) {
+    for (const auto& [name, path] : run_dir->env()) {
+      launch.env[name] = path;
+    }
+  }
+  for (const auto& [name, value] : plan_.env_overrides) {
+    launch.env[name] = value;
+  }
   say(cat("starting connector ", plan_.connector.name, " (version ", installation_->version, ")"));
-  auto client = ph::PluginClient::start(installation_->launchSpec(), host_options);
+  auto client = ph::PluginClient::start(launch, host_options);
   if (!client.ok()) {
     return fail(kExitConnector, cat("cannot start connector ", plan_.connector.name, ": ",
                                     client.status().message()));
@@ -372,6 +397,8 @@ void Pipeline::printSummary() {
         {"run_id", summary_->run_id},
         {"deletion_policy", std::string(store::deletionPolicyName(plan_.deletion_policy))},
         {"deletion_applied", summary_->deletion_applied},
+        {"deletion_guarded", summary_->deletion_guarded},
+        {"objects_guarded", summary_->guarded_objects},
         {"pages", c.pages},
         {"bytes", sync_->bytes},
         {"cleans", c.cleans},
@@ -412,6 +439,9 @@ void Pipeline::printSummary() {
   }
   if (!summary_->deletion_applied) {
     deletion += cat(" — not applied", summary_->note.empty() ? "" : ": " + summary_->note);
+  }
+  if (summary_->deletion_guarded) {
+    deletion += " (run again with --confirm-deletion to apply it)";
   }
   std::printf("synced %s/%s with connector %s (run %lld)\n", plan_.ns.c_str(), plan_.name.c_str(),
               plan_.connector.name.c_str(), static_cast<long long>(summary_->run_id));

@@ -6,8 +6,11 @@
 #include "tributary/plugin_host/handshake.h"
 #include "tributary/store/store.h"
 
+#include "credentials.h"
+
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -20,7 +23,16 @@ struct SyncPlan {
   installer::ConnectorSpec connector;
   plugin_host::HandshakeConfig handshake;
   std::string options;  ///< May hold credentials: never printed or logged.
+  /// The connector process's environment beyond connector.env (which install commands see and
+  /// the install hash covers), lowest precedence first; never printed or logged, never part of
+  /// the install. From Secrets: spec.envFrom and spec.env valueFrom.
+  std::map<std::string, std::string> secret_env;
+  /// spec.files: written 0600 into a private directory for the run, removed after it.
+  std::vector<RunFile> files;
+  /// --env-file, then --env: over everything above.
+  std::map<std::string, std::string> env_overrides;
   store::DeletionPolicy deletion_policy = store::DeletionPolicy::Mark;
+  store::DeletionGuard deletion_guard;
   std::optional<std::chrono::seconds> timeout;
   std::vector<std::string> notes;  ///< Printed before the run.
 };

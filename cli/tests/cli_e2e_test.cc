@@ -183,7 +183,8 @@ TEST_F(CliTest, AddedChangedAndRemovedObjectsUnderMark) {
   EXPECT_EQ(g["objects_updated"], 20);
   EXPECT_EQ(g["objects_unchanged"], 0);
   // Only page 0 remains (unchanged): 20 objects soft-deleted.
-  const Result shrink = runTestConnector("mark", R"({"pages":1,"object_bytes":200})");
+  const Result shrink =
+      runTestConnector("mark", R"({"pages":1,"object_bytes":200})", {"--confirm-deletion"});
   ASSERT_EQ(shrink.exit_code, 0) << shrink.all();
   const auto s = parseLast(shrink);
   EXPECT_EQ(s["objects_unchanged"], 10);
@@ -213,6 +214,49 @@ TEST_F(CliTest, KeepLeavesMissingObjectsLive) {
   ASSERT_EQ(missing.exit_code, 0) << missing.all();
   EXPECT_THAT(missing.out, HasSubstr("obj-1-0"));
   EXPECT_THAT(missing.out, HasSubstr("10 missing objects of default/keep"));
+}
+
+TEST_F(CliTest, ObjectsDeletedShowsWhenEachWasDeleted) {
+  ASSERT_EQ(runTestConnector("gone", R"({"pages":4})").exit_code, 0);
+  const Result shrink = runTestConnector("gone", R"({"pages":3})");
+  ASSERT_EQ(shrink.exit_code, 0) << shrink.all();
+  ASSERT_EQ(parseLast(shrink)["objects_marked"], 10);
+  const std::string deleted_at =
+      scalar(R"(SELECT to_char(deleted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') )"
+             "FROM tributary.object_versions WHERE sync_job = 'gone' AND remote_id = 'obj-3-0'");
+  ASSERT_FALSE(deleted_at.empty());
+  const Result table = tributary({"objects", "gone", "--state", "deleted", "--database-url", dsn_});
+  ASSERT_EQ(table.exit_code, 0) << table.all();
+  EXPECT_THAT(table.out, HasSubstr("DELETED_AT"));
+  const auto row = table.out.find("obj-3-0 ");
+  ASSERT_NE(row, std::string::npos) << table.out;
+  const std::string line = table.out.substr(row, table.out.find('\n', row) - row);
+  EXPECT_THAT(line, HasSubstr("deleted"));
+  EXPECT_THAT(line, HasSubstr(deleted_at)) << table.out;
+  EXPECT_THAT(table.out, HasSubstr("10 deleted objects of default/gone"));
+  // Live objects were never deleted: no such column.
+  const Result live = tributary({"objects", "gone", "--database-url", dsn_});
+  ASSERT_EQ(live.exit_code, 0) << live.all();
+  EXPECT_THAT(live.out, Not(HasSubstr("DELETED_AT")));
+}
+
+TEST_F(CliTest, RunWithAConnectorListSaysItIsAList) {
+  const std::string list =
+      dir_.write("connectors.json",
+                 R"([{"name":"s3","source":"Local","uri":"/opt/s3","command":"./s3"},)"
+                 R"({"name":"gdrive","source":"Local","uri":"/opt/gdrive","command":"./gdrive"}])");
+  const Result r = tributary({"run", "--connector", list, "--database-url", dsn_});
+  EXPECT_EQ(r.exit_code, 3) << r.all();
+  EXPECT_THAT(r.err, HasSubstr(list + " is a list of 2 connectors (s3, gdrive) like c1's "
+                                      "connectors.json, but --connector takes one connector"))
+      << r.all();
+  EXPECT_THAT(r.err, HasSubstr("`tributary connector import " + list + " > connectors.yaml`"));
+  EXPECT_THAT(r.err, Not(HasSubstr("must be a JSON object")));
+  // Any other problem of the file names it once.
+  const std::string bad = dir_.write("bad.json", R"({"name":"x"})");
+  const Result b = tributary({"run", "--connector", bad, "--database-url", dsn_});
+  EXPECT_EQ(b.exit_code, 3) << b.all();
+  EXPECT_EQ(b.err.find(bad), b.err.rfind(bad)) << b.err;
 }
 
 TEST_F(CliTest, DeleteRemovesRowsThroughManifests) {
@@ -387,6 +431,178 @@ INSTANTIATE_TEST_SUITE_P(
         BrokenCase{"sync_error", {}, "upstream said no"},
         BrokenCase{"invalid_utf8", {}, "upsert failed"}),
     [](const ::testing::TestParamInfo<BrokenCase>& param_info) { return param_info.param.mode; });
+
+// ---- a doubtful run never deletes: refused callback calls, the deletion guard ----
+
+class DoubtfulRunTest : public CliTest {
+ protected:
+  // A c1 connector JSON for a Go test connector (go-plugin `version`, e.g. "v1_6") in `mode`.
+  std::string goJson(const std::string& name, const std::string& version,
+                     const std::string& mode) const {
+    nlohmann::json spec = {{"name", name},
+                           {"source", "Local"},
+                           {"uri", TRIBUTARY_GO_BIN_DIR "/connector-go-" + version},
+                           {"command", "./connector-go-" + version}};
+    if (!mode.empty()) {
+      spec["env"] = {{"TEST_CONNECTOR_MODE", mode}};
+    }
+    return dir_.write(name + ".json", spec.dump(2));
+  }
+  Result runGo(const std::string& job, const std::string& version, const std::string& mode,
+               const std::string& options, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"run",
+                                     "--connector",
+                                     goJson(job + mode, version, mode),
+                                     "--name",
+                                     job,
+                                     "--options",
+                                     options,
+                                     "--database-url",
+                                     dsn_,
+                                     "--json"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return tributary(args);
+  }
+  // remote_id → state of every stored object of `job`, as one line.
+  std::string states(const std::string& job) const {
+    return scalar(
+        "SELECT coalesce(string_agg(remote_id || '=' || state, ' ' ORDER BY remote_id), "
+        "'') FROM tributary.object_versions WHERE sync_job = '" +
+        job + "'");
+  }
+  static std::string allPresent(int pages, int page_size) {
+    std::vector<std::string> ids;
+    for (int p = 0; p < pages; ++p) {
+      for (int i = 0; i < page_size; ++i) {
+        ids.push_back("obj-" + std::to_string(p) + "-" + std::to_string(i) + "=present");
+      }
+    }
+    std::sort(ids.begin(), ids.end());
+    std::string out;
+    for (const auto& id : ids) {
+      out += (out.empty() ? "" : " ") + id;
+    }
+    return out;
+  }
+};
+
+// The data-loss defect: a connector of an older callback protocol calls a method we do not have,
+// ignores the UNIMPLEMENTED answers and returns OK with zero pages. That used to be a successful
+// run, and the deletion policy then removed every object of the SyncJob.
+TEST_F(DoubtfulRunTest, AConnectorOfAnOlderCallbackProtocolNeverDeletes) {
+  for (const std::string version : {"v1_6", "v1_8"}) {
+    for (const std::string policy : {"Mark", "Delete"}) {
+      const std::string job = "legacy-" + version.substr(3) + "-" + policy;
+      SCOPED_TRACE(job);
+      const std::string options = R"({"pages":3,"page_size":4})";
+      Result full = runGo(job, version, "", options, {"--deletion-policy", policy});
+      ASSERT_EQ(full.exit_code, 0) << full.all();
+      ASSERT_EQ(states(job), allPresent(3, 4));
+      // Even with the deletion guard confirmed: the run itself must fail.
+      Result legacy = runGo(job, version, "legacy_callback_method", options,
+                            {"--deletion-policy", policy, "--confirm-deletion"});
+      EXPECT_EQ(legacy.exit_code, 1) << legacy.all();
+      EXPECT_THAT(legacy.err,
+                  HasSubstr("the connector called /proto.CallbackHandler/Callback, which this "
+                            "protocol does not have"));
+      EXPECT_THAT(legacy.err,
+                  HasSubstr("it was probably built against an older connector protocol"));
+      EXPECT_THAT(legacy.err, HasSubstr("nothing was deleted"));
+      EXPECT_THAT(legacy.err, HasSubstr("callback call refused"))  // logged as it happened
+          << legacy.all();
+      EXPECT_EQ(states(job), allPresent(3, 4)) << "objects were lost";
+      EXPECT_EQ(scalar("SELECT outcome || ',' || objects_marked || ',' || objects_deleted FROM "
+                       "tributary.sync_runs WHERE sync_job = '" +
+                       job + "' ORDER BY run_id DESC LIMIT 1"),
+                "failed,0,0");
+    }
+  }
+}
+
+// A connector that lists nothing after a full listing: the run succeeds, deletes nothing, and
+// says what it held back and how to confirm.
+TEST_F(DoubtfulRunTest, AnEmptyListingAfterAFullOneIsHeldBackUntilConfirmed) {
+  ASSERT_EQ(runGo("empty", "v1_6", "", R"({"pages":3,"page_size":4})").exit_code, 0);
+  Result empty = runGo("empty", "v1_6", "", R"({"pages":0})");
+  ASSERT_EQ(empty.exit_code, 0) << empty.all();
+  const auto e = parseLast(empty);
+  EXPECT_EQ(e["deletion_guarded"], true);
+  EXPECT_EQ(e["deletion_applied"], false);
+  EXPECT_EQ(e["objects_guarded"], 12);
+  EXPECT_EQ(e["objects_marked"], 0);
+  EXPECT_THAT(e["note"].get<std::string>(),
+              HasSubstr("12 of the source's 12 live objects (100.0 %), every one of them, "
+                        "listing none"));
+  EXPECT_EQ(states("empty"), allPresent(3, 4));
+  // The text summary says it and how to go on.
+  Result text = tributary({"run", "--connector", goJson("empty", "v1_6", ""), "--options",
+                           R"({"pages":0})", "--database-url", dsn_});
+  ASSERT_EQ(text.exit_code, 0) << text.all();
+  EXPECT_THAT(text.out, HasSubstr("0 soft-deleted (deletionPolicy Mark) — not applied: deletion "
+                                  "guard: this run would have soft-deleted 12"));
+  EXPECT_THAT(text.out, HasSubstr("run again with --confirm-deletion to apply it"));
+  EXPECT_EQ(states("empty"), allPresent(3, 4));
+  // Confirmed: the source is emptied (soft-deleted).
+  Result confirmed = runGo("empty", "v1_6", "", R"({"pages":0})", {"--confirm-deletion"});
+  ASSERT_EQ(confirmed.exit_code, 0) << confirmed.all();
+  EXPECT_EQ(parseLast(confirmed)["objects_marked"], 12);
+  EXPECT_EQ(scalar("SELECT count(*) FROM tributary.object_versions WHERE sync_job = 'empty' AND "
+                   "state = 'deleted'"),
+            "12");
+}
+
+TEST_F(DoubtfulRunTest, SixtyPercentVanishedIsHeldBackThenConfirmed) {
+  ASSERT_EQ(runGo("sixty", "v1_8", "", R"({"pages":5,"page_size":2})").exit_code, 0);
+  Result held = runGo("sixty", "v1_8", "", R"({"pages":2,"page_size":2})");
+  ASSERT_EQ(held.exit_code, 0) << held.all();
+  EXPECT_EQ(parseLast(held)["deletion_guarded"], true);
+  EXPECT_EQ(parseLast(held)["objects_guarded"], 6);
+  EXPECT_EQ(states("sixty"), allPresent(5, 2));
+  Result confirmed =
+      runGo("sixty", "v1_8", "", R"({"pages":2,"page_size":2})", {"--confirm-deletion"});
+  ASSERT_EQ(confirmed.exit_code, 0) << confirmed.all();
+  EXPECT_EQ(parseLast(confirmed)["deletion_guarded"], false);
+  EXPECT_EQ(parseLast(confirmed)["objects_marked"], 6);
+  EXPECT_EQ(states("sixty"),
+            "obj-0-0=present obj-0-1=present obj-1-0=present obj-1-1=present obj-2-0=deleted "
+            "obj-2-1=deleted obj-3-0=deleted obj-3-1=deleted obj-4-0=deleted obj-4-1=deleted");
+  // The guard's threshold from the flag: 60 % allowed at --max-delete-percent 60.
+  ASSERT_EQ(runGo("sixty-flag", "v1_8", "", R"({"pages":5,"page_size":2})").exit_code, 0);
+  Result allowed = runGo("sixty-flag", "v1_8", "", R"({"pages":2,"page_size":2})",
+                         {"--max-delete-percent", "60"});
+  ASSERT_EQ(allowed.exit_code, 0) << allowed.all();
+  EXPECT_EQ(parseLast(allowed)["objects_marked"], 6);
+  EXPECT_EQ(runGo("x", "v1_8", "", "{}", {"--max-delete-percent", "101"}).exit_code, 2);
+}
+
+TEST_F(DoubtfulRunTest, SyncJobDeletionGuardSetsTheThreshold) {
+  const std::string connector =
+      "apiVersion: tributary.dev/v1alpha1\nkind: Connector\nmetadata:\n  name: go\nspec:\n"
+      "  source: Local\n  uri: " TRIBUTARY_GO_BIN_DIR
+      "/connector-go-v1_6\n"
+      "  command: ./connector-go-v1_6\n";
+  auto job = [&](int pages, const std::string& guard) {
+    return manifests("job" + std::to_string(pages) + ".yaml",
+                     connector +
+                         "---\napiVersion: tributary.dev/v1alpha1\nkind: SyncJob\nmetadata:\n"
+                         "  name: guarded\nspec:\n  connectorRef: {name: go}\n  options: {pages: " +
+                         std::to_string(pages) + ", page_size: 2}\n" + guard);
+  };
+  ASSERT_EQ(tributary({"run", "-f", job(5, ""), "--database-url", dsn_}).exit_code, 0);
+  Result held = tributary({"run", "-f", job(1, "  deletionGuard: {maxDeletePercent: 70}\n"),
+                           "--database-url", dsn_, "--json"});
+  ASSERT_EQ(held.exit_code, 0) << held.all();
+  EXPECT_EQ(parseLast(held)["deletion_guarded"], true) << "80 % is over 70 %";
+  Result applied = tributary({"run", "-f", job(2, "  deletionGuard: {maxDeletePercent: 70}\n"),
+                              "--database-url", dsn_, "--json"});
+  ASSERT_EQ(applied.exit_code, 0) << applied.all();
+  EXPECT_EQ(parseLast(applied)["objects_marked"], 6) << "60 % is within 70 %";
+  Result bad = tributary(
+      {"run", "-f", job(2, "  deletionGuard: {maxDeletePercent: 150}\n"), "--database-url", dsn_});
+  EXPECT_EQ(bad.exit_code, 3) << bad.all();
+  EXPECT_THAT(bad.err, HasSubstr("spec.deletionGuard.maxDeletePercent: must be between 0 and 100, "
+                                 "got 150"));
+}
 
 // ---- bad manifests: each with its message, exit 3, nothing run ----
 
@@ -758,6 +974,22 @@ INSTANTIATE_TEST_SUITE_P(
                         "failing_upsert",
                         "reported success although"},
         ConformanceCase{"never_dial", kGoConnector, {}, "broker_callback", "without calling"},
+        ConformanceCase{"legacy_callback_method",
+                        kGoConnector,
+                        {},
+                        "broker_callback",
+                        "the first: /proto.CallbackHandler/Callback: the connector called "
+                        "/proto.CallbackHandler/Callback, which this protocol does not have"},
+        ConformanceCase{"legacy_callback_method",
+                        kPythonConnector,
+                        {},
+                        "broker_callback",
+                        "older connector protocol"},
+        ConformanceCase{"unknown_service",
+                        kGoConnector,
+                        {},
+                        "broker_callback",
+                        "/proto.Callbacks/Upsert, a service the callback server does not serve"},
         ConformanceCase{"crash_mid_sync", kPythonConnector, {}, "sync", "during Sync"},
         ConformanceCase{"ignore_upsert_errors",
                         kPythonConnector,

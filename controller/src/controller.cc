@@ -6,8 +6,10 @@
 #include "absl/status/status.h"
 
 #include <algorithm>
+#include <cctype>
 #include <condition_variable>
 #include <cstdio>
+#include <set>
 #include <thread>
 #include <utility>
 
@@ -43,6 +45,70 @@ std::optional<TimePoint> timeAt(const Json& j, const std::string& pointer) {
     return std::nullopt;
   }
   return kube::parseTime(s);
+}
+
+bool isEnvName(const std::string& name) {
+  return !name.empty() && name.size() <= 128 &&
+         (std::isalpha(static_cast<unsigned char>(name[0])) != 0 || name[0] == '_') &&
+         std::all_of(name.begin(), name.end(), [](char c) {
+           return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_';
+         });
+}
+
+// spec.env is untyped in the CRD (a Pod-style list, or the older name → value mapping), so its
+// shape is checked here. Returns the plain values as a mapping: what the install hash covers
+// (the same for both forms; values from Secrets never are).
+Json checkEnv(const Json& env, std::vector<std::string>& problems) {
+  Json plain = Json::object();
+  if (env.is_null()) {
+    return plain;
+  }
+  if (env.is_object()) {
+    for (const auto& [name, value] : env.items()) {
+      if (!isEnvName(name)) {
+        problems.push_back(
+            strings::cat("spec.env key \"", name, "\" is not an environment variable name"));
+      } else if (!value.is_string()) {
+        problems.push_back(strings::cat("spec.env.", name, " must be a string"));
+      } else {
+        plain[name] = value;
+      }
+    }
+    return plain;
+  }
+  if (!env.is_array() || env.size() > 64) {
+    problems.emplace_back(
+        "spec.env must be a list (at most 64) of {name, value} or {name, valueFrom: "
+        "{secretKeyRef}}, or a mapping of name to value");
+    return plain;
+  }
+  std::set<std::string> seen;
+  for (std::size_t i = 0; i < env.size(); ++i) {
+    const Json& item = env[i];
+    const std::string path = strings::cat("spec.env[", i, "]");
+    const std::string name = item.is_object() ? str(item, "/name") : std::string();
+    if (!isEnvName(name) || !seen.insert(name).second) {
+      problems.push_back(
+          strings::cat(path, ".name must be an environment variable name, set once"));
+      continue;
+    }
+    const bool has_value = item.contains("value") && !item["value"].is_null();
+    const bool has_from = item.contains("valueFrom") && !item["valueFrom"].is_null();
+    if (has_value && has_from) {
+      problems.push_back(strings::cat(path, " has both value and valueFrom"));
+    } else if (has_from) {
+      if (str(item, "/valueFrom/secretKeyRef/name").empty() ||
+          str(item, "/valueFrom/secretKeyRef/key").empty()) {
+        problems.push_back(strings::cat(path, ".valueFrom.secretKeyRef needs name and key (only ",
+                                        "secretKeyRef is supported)"));
+      }
+    } else if (has_value && !item["value"].is_string()) {
+      problems.push_back(strings::cat(path, ".value must be a string"));
+    } else {
+      plain[name] = has_value ? item["value"] : Json("");
+    }
+  }
+  return plain;
 }
 
 std::string phaseOf(const Json& run) {
@@ -593,6 +659,7 @@ Controller::Result Controller::reconcileConnector(const std::string& key) {
       uri.find('@') < uri.find('/', uri.find("://") + 3)) {
     problems.emplace_back("spec.uri must not carry credentials; use spec.secretRef");
   }
+  const Json plain_env = checkEnv(at(c, "/spec/env"), problems);
   const bool accepted = problems.empty();
   const std::string message = accepted ? "the spec is valid" : strings::join(problems, "; ");
   const auto* before = kube::findCondition(old_conditions, "Accepted");
@@ -628,7 +695,7 @@ Controller::Result Controller::reconcileConnector(const std::string& key) {
                  {"ref", at(c, "/spec/ref")},
                  {"sha256", at(c, "/spec/sha256")},
                  {"install", at(c, "/spec/installCommand")},
-                 {"env", at(c, "/spec/env")}};
+                 {"env", plain_env.empty() ? Json() : plain_env}};
   status["specHash"] = hex64(fnv64(hashed.dump()));
   if (status != old_status) {
     Json updated = c;
@@ -1002,6 +1069,16 @@ Controller::Result Controller::reconcileSyncJob(const std::string& key) {
     }
     if (auto d = integer(job, "/spec/activeDeadlineSeconds")) {
       run["spec"]["activeDeadlineSeconds"] = *d;
+    }
+    run["spec"]["deletionGuard"] = {
+        {"maxDeletePercent", integer(job, "/spec/deletionGuard/maxDeletePercent").value_or(50)}};
+    // A new confirm-deletion value confirms this run's deletions, once (recorded in the status
+    // with the run's creation, like run-now).
+    const std::string confirmation =
+        str(job, strings::cat("/metadata/annotations/", "tributary.dev~1confirm-deletion"));
+    if (!confirmation.empty() && confirmation != str(status, "/lastDeletionConfirmation")) {
+      run["spec"]["deletionGuard"]["confirmed"] = true;
+      status["lastDeletionConfirmation"] = confirmation;
     }
     auto created = client_->create(kube::resources::syncRun(), ns, run);
     std::string run_uid;

@@ -217,6 +217,46 @@ TEST_F(ControllerTest, ConnectorGetsAcceptedAndReadyConditions) {
   EXPECT_TRUE(waitFor([&] { return hasEvent("needs-secret", "SecretNotFound"); }));
 }
 
+TEST_F(ControllerTest, ConnectorEnvIsCheckedAndOnlyPlainValuesAreHashed) {
+  // spec.env is untyped in the CRD (a Pod-style list or the older mapping): the controller checks
+  // it, and hashes the plain values only, the same for both forms.
+  startController();
+  Json as_map = connector("env-map");
+  as_map["spec"]["env"] = {{"GOFLAGS", "-mod=readonly"}};
+  create(kube::resources::connector(), as_map);
+  Json as_list = connector("env-list");
+  as_list["spec"]["env"] =
+      Json::array({{{"name", "GOFLAGS"}, {"value", "-mod=readonly"}},
+                   {{"name", "AWS_SECRET_ACCESS_KEY"},
+                    {"valueFrom", {{"secretKeyRef", {{"name", "aws"}, {"key", "secret"}}}}}}});
+  create(kube::resources::connector(), as_list);
+  Json bad = connector("env-bad");
+  bad["spec"]["env"] = Json::array({{{"name", "1BAD"}, {"value", "x"}}});
+  create(kube::resources::connector(), bad);
+  std::string map_hash;
+  std::string list_hash;
+  ASSERT_TRUE(waitFor([&] {
+    auto m = get(kube::resources::connector(), "env-map");
+    auto l = get(kube::resources::connector(), "env-list");
+    map_hash = m["status"].value("specHash", "");
+    list_hash = l["status"].value("specHash", "");
+    return conditionStatus(m, "Accepted") == "True" && conditionStatus(l, "Accepted") == "True" &&
+           !map_hash.empty() && !list_hash.empty();
+  }));
+  EXPECT_EQ(map_hash, list_hash);
+  ASSERT_TRUE(waitFor([&] {
+    auto c = get(kube::resources::connector(), "env-bad");
+    return conditionStatus(c, "Accepted") == "False";
+  }));
+  const Json env_bad = get(kube::resources::connector(), "env-bad");
+  const Json* accepted = kube::findCondition(env_bad["status"]["conditions"], "Accepted");
+  ASSERT_NE(accepted, nullptr);
+  EXPECT_NE((*accepted)["message"].get<std::string>().find(
+                "spec.env[0].name must be an environment variable name"),
+            std::string::npos)
+      << accepted->dump();
+}
+
 TEST_F(ControllerTest, RunOnceCreatesExactlyOneRunWithOwnerReference) {
   startController();
   create(kube::resources::connector(), connector("c"));
@@ -398,6 +438,53 @@ TEST_F(ControllerTest, RunNowAnnotationStartsOneRunPerValue) {
                  {{"phase", "Failed"}, {"completionTime", kube::formatTime(Clock::now())}});
   annotate("two");
   ASSERT_TRUE(waitFor([&] { return runsOf("manual").size() == 2; }));
+}
+
+// The deletion guard travels to the run; a new confirm-deletion value confirms one run only.
+TEST_F(ControllerTest, DeletionGuardAndItsOneShotConfirmationReachTheRuns) {
+  startController();
+  create(kube::resources::connector(), connector("c"));
+  create(kube::resources::syncJob(),
+         syncJob("guarded", "c",
+                 {{"schedule", "0 0 1 1 *"}, {"deletionGuard", {{"maxDeletePercent", 20}}}}));
+  auto annotate = [&](const Json& annotations) {
+    auto p = client_->patch(kube::resources::syncJob(), ns_, "guarded", kube::PatchType::Merge,
+                            Json{{"metadata", {{"annotations", annotations}}}});
+    ASSERT_TRUE(p.ok()) << p.status();
+  };
+  auto finishAll = [&] {
+    for (const auto& r : runsOf("guarded")) {
+      patchRunStatus(kube::nameOf(r),
+                     {{"phase", "Succeeded"}, {"completionTime", kube::formatTime(Clock::now())}});
+    }
+  };
+  auto runNamed = [&](const std::string& name) {
+    for (const auto& r : runsOf("guarded")) {
+      if (kube::nameOf(r) == name) {
+        return r;
+      }
+    }
+    return Json();
+  };
+  // Confirmation and run-now together: the run is confirmed.
+  annotate({{std::string(kRunNowAnnotation), "one"}, {"tributary.dev/confirm-deletion", "t1"}});
+  ASSERT_TRUE(waitFor([&] { return runsOf("guarded").size() == 1; }));
+  const Json first = runNamed(manualRunName("guarded", "one"));
+  EXPECT_EQ(first["spec"]["deletionGuard"], (Json{{"maxDeletePercent", 20}, {"confirmed", true}}));
+  ASSERT_TRUE(waitFor([&] {
+    return get(kube::resources::syncJob(), "guarded")["status"].value("lastDeletionConfirmation",
+                                                                      "") == "t1";
+  }));
+  // The same confirmation value does not confirm the next run.
+  finishAll();
+  annotate({{std::string(kRunNowAnnotation), "two"}});
+  ASSERT_TRUE(waitFor([&] { return runsOf("guarded").size() == 2; }));
+  EXPECT_EQ(runNamed(manualRunName("guarded", "two"))["spec"]["deletionGuard"],
+            (Json{{"maxDeletePercent", 20}}));
+  // A job without deletionGuard gets the CRD's default.
+  create(kube::resources::syncJob(), syncJob("plain", "c"));
+  ASSERT_TRUE(waitFor([&] { return runsOf("plain").size() == 1; }));
+  EXPECT_EQ(runsOf("plain")[0]["spec"]["deletionGuard"], (Json{{"maxDeletePercent", 50}}));
 }
 
 TEST_F(ControllerTest, BindsToTheLeastLoadedMatchingAgentAndRetriesWhenItLosesItsLease) {

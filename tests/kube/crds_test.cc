@@ -179,9 +179,22 @@ TEST_F(CrdTest, ConnectorRejectsBadSpecs) {
       {"empty command",
        "spec: {source: Local, uri: /x, command: ''}",
        {R"(spec.command: Invalid value: "": spec.command in body should be at least 1 chars long)"}},
-      {"bad env name",
-       "spec: {source: Local, uri: /x, command: ./c, env: {'1BAD': x}}",
-       {"spec.env keys must be environment variable names"}},
+      // spec.env takes two shapes and is untyped, so its names are checked by the controller
+      // (controller_test) and `tributary run`; envFrom and files are typed.
+      {"bad envFrom prefix",
+       "spec: {source: Local, uri: /x, command: ./c, envFrom: [{secretRef: {name: s}, prefix: "
+       "'1BAD'}]}",
+       {R"(spec.envFrom[0].prefix: Invalid value: "1BAD": spec.envFrom[0].prefix in body should match)"}},
+      {"envFrom without secretRef",
+       "spec: {source: Local, uri: /x, command: ./c, envFrom: [{prefix: A_}]}",
+       {"spec.envFrom[0].secretRef: Required value"}},
+      {"file path with ..",
+       "spec: {source: Local, uri: /x, command: ./c, files: [{secretRef: {name: s}, items: "
+       "[{key: k, path: a/../b}]}]}",
+       {"spec.files[].items[].path must not contain `.` or `..` components"}},
+      {"files without items",
+       "spec: {source: Local, uri: /x, command: ./c, files: [{secretRef: {name: s}}]}",
+       {"spec.files[0].items: Required value"}},
       {"bad handshake protocol version",
        "spec: {source: Local, uri: /x, command: ./c, handshake: {protocolVersions: [0]}}",
        {"spec.handshake.protocolVersions[0]: Invalid value: 0: spec.handshake.protocolVersions[0] "

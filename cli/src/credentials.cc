@@ -1,0 +1,334 @@
+#include "credentials.h"
+
+#include "tributary/common/strings.h"
+
+#include "common.h"
+
+#include <sys/stat.h>
+
+#include <cctype>
+#include <cerrno>
+#include <cstdlib>
+#include <fcntl.h>
+#include <regex>
+#include <unistd.h>
+
+extern char** environ;  // NOLINT: POSIX
+
+namespace tributary::cli {
+namespace {
+
+using strings::cat;
+
+bool isEnvName(std::string_view name) {
+  static const std::regex kEnvName(R"(^[A-Za-z_][A-Za-z0-9_]*$)");
+  return !name.empty() && name.size() <= 128 && std::regex_match(std::string(name), kEnvName);
+}
+
+absl::Status writeAll(int fd, std::string_view data) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return absl::InternalError(strings::errnoMessage(errno));
+    }
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return absl::OkStatus();
+}
+
+std::filesystem::path runtimeBase() {
+  for (const char* var : {"XDG_RUNTIME_DIR", "TMPDIR"}) {
+    const char* dir = std::getenv(var);  // NOLINT(concurrency-mt-unsafe): read only
+    if (dir != nullptr && *dir == '/' && ::access(dir, W_OK | X_OK) == 0) {
+      return dir;
+    }
+  }
+  return "/tmp";
+}
+
+}  // namespace
+
+std::string secretVariable(const std::string& secret, const std::string& key) {
+  std::string out = "TRIBUTARY_SECRET_";
+  for (const char c : secret + "_" + key) {
+    out.push_back(std::isalnum(static_cast<unsigned char>(c)) != 0
+                      ? static_cast<char>(std::toupper(static_cast<unsigned char>(c)))
+                      : '_');
+  }
+  return out;
+}
+
+const SecretManifest* LocalSecrets::manifest(const std::string& ns, const std::string& name) const {
+  for (const auto& secret : manifests_.secrets) {
+    if (secret.ns == ns && secret.name == name) {
+      return &secret;
+    }
+  }
+  return nullptr;
+}
+
+absl::StatusOr<std::optional<std::string>> LocalSecrets::key(const std::string& ns,
+                                                             const std::string& name,
+                                                             const std::string& key) const {
+  if (const SecretManifest* secret = manifest(ns, name); secret != nullptr) {
+    if (const auto it = secret->data.find(key); it != secret->data.end()) {
+      return std::optional<std::string>(it->second);
+    }
+  }
+  const std::filesystem::path file = dir_ / name / key;
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(file, ec)) {
+    auto text = readFile(file);
+    if (!text.ok()) {
+      return text.status();
+    }
+    return std::optional<std::string>(*std::move(text));
+  }
+  const std::string var = secretVariable(name, key);
+  if (const char* value = std::getenv(var.c_str()); value != nullptr) {
+    return std::optional<std::string>(value);
+  }
+  return std::optional<std::string>();
+}
+
+absl::StatusOr<std::optional<std::map<std::string, std::string>>> LocalSecrets::all(
+    const std::string& ns, const std::string& name) const {
+  using Keys = std::map<std::string, std::string>;
+  if (const SecretManifest* secret = manifest(ns, name); secret != nullptr) {
+    return std::optional<Keys>(secret->data);
+  }
+  const std::filesystem::path dir = dir_ / name;
+  std::error_code ec;
+  if (std::filesystem::is_directory(dir, ec)) {
+    Keys keys;
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+      const std::string key = entry.path().filename().string();
+      std::error_code file_ec;
+      if (key.starts_with('.') || !std::filesystem::is_regular_file(entry.path(), file_ec)) {
+        continue;
+      }
+      auto text = readFile(entry.path());
+      if (!text.ok()) {
+        return text.status();
+      }
+      keys[key] = *std::move(text);
+    }
+    if (ec) {
+      return absl::InternalError(cat("cannot list ", dir.string(), ": ", ec.message()));
+    }
+    return std::optional<Keys>(std::move(keys));
+  }
+  const std::string prefix = secretVariable(name, "");
+  Keys keys;
+  for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
+    const std::string_view kv(*entry);
+    const auto eq = kv.find('=');
+    if (eq != std::string_view::npos && eq > prefix.size() && kv.starts_with(prefix)) {
+      keys[std::string(kv.substr(prefix.size(), eq - prefix.size()))] =
+          std::string(kv.substr(eq + 1));
+    }
+  }
+  if (keys.empty()) {
+    return std::optional<Keys>();
+  }
+  return std::optional<Keys>(std::move(keys));
+}
+
+std::string LocalSecrets::placesForKey(const std::string& ns, const std::string& name,
+                                       const std::string& key) const {
+  return cat("(looked in: a v1 Secret ", ns, "/", name, " in the -f files",
+             manifest(ns, name) != nullptr ? cat(" (it has no key `", key, "`)") : std::string(),
+             ", the file ", (dir_ / name / key).string(), " (--secret-dir), the variable ",
+             secretVariable(name, key), ")");
+}
+
+std::string LocalSecrets::placesForSecret(const std::string& ns, const std::string& name) const {
+  return cat("(looked in: a v1 Secret ", ns, "/", name, " in the -f files, the directory ",
+             (dir_ / name).string(), " (--secret-dir), variables ", secretVariable(name, ""),
+             "<KEY>)");
+}
+
+absl::StatusOr<ConnectorCredentials> resolveCredentials(const ConnectorManifest& connector,
+                                                        const LocalSecrets& secrets) {
+  ConnectorCredentials out;
+  const std::string& ns = connector.ns;
+  auto missing = [&](const std::string& path, const std::string& what, const std::string& places) {
+    return absl::InvalidArgumentError(
+        cat(connector.origin, ": ", path, ": ", what, " not found ", places,
+            "; add it to one of these, or set `optional: true` if the connector can do without"));
+  };
+  // envFrom first, so that spec.env (plain or valueFrom) wins, as in a Pod.
+  for (const EnvFromSecret& from : connector.env_from) {
+    auto keys = secrets.all(ns, from.secret);
+    if (!keys.ok()) {
+      return absl::Status(keys.status().code(),
+                          cat(connector.origin, ": ", from.path, ": ", keys.status().message()));
+    }
+    if (!keys->has_value()) {
+      if (from.optional) {
+        continue;
+      }
+      return missing(from.path, cat("secret `", from.secret, "`"),
+                     secrets.placesForSecret(ns, from.secret));
+    }
+    std::vector<std::string> skipped;
+    for (const auto& [key, value] : **keys) {
+      const std::string name = from.prefix + key;
+      if (!isEnvName(name)) {
+        skipped.push_back(key);
+        continue;
+      }
+      if (connector.spec.env.contains(name)) {
+        continue;  // A plain spec.env value wins.
+      }
+      out.env[name] = value;
+    }
+    if (!skipped.empty()) {
+      out.notes.push_back(cat(connector.origin, ": ", from.path, ": keys of secret `", from.secret,
+                              "` that do not make environment variable names were skipped: ",
+                              strings::join(skipped, ", ")));
+    }
+  }
+  for (const SecretEnvVar& var : connector.secret_env) {
+    auto value = secrets.key(ns, var.ref.name, var.ref.key);
+    if (!value.ok()) {
+      return absl::Status(value.status().code(),
+                          cat(connector.origin, ": ", var.path, ": ", value.status().message()));
+    }
+    if (!value->has_value()) {
+      out.env.erase(var.name);  // Unset, even if envFrom had it (spec.env wins).
+      if (var.ref.optional) {
+        continue;
+      }
+      return missing(var.path, cat("secret `", var.ref.name, "` key `", var.ref.key, "`"),
+                     secrets.placesForKey(ns, var.ref.name, var.ref.key));
+    }
+    out.env[var.name] = **value;
+  }
+  for (const SecretFiles& files : connector.files) {
+    for (std::size_t i = 0; i < files.items.size(); ++i) {
+      const SecretFileItem& item = files.items[i];
+      auto value = secrets.key(ns, files.secret, item.key);
+      if (!value.ok()) {
+        return absl::Status(value.status().code(), cat(connector.origin, ": ", files.path, ": ",
+                                                       value.status().message()));
+      }
+      if (!value->has_value()) {
+        if (files.optional) {
+          continue;
+        }
+        return missing(cat(files.path, ".items[", i, "].key"),
+                       cat("secret `", files.secret, "` key `", item.key, "`"),
+                       secrets.placesForKey(ns, files.secret, item.key));
+      }
+      out.files.push_back(RunFile{item.path, **value, item.env});
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> parseEnvFile(
+    std::string_view text, const std::string& source) {
+  std::vector<std::pair<std::string, std::string>> out;
+  int line_no = 0;
+  for (std::string_view line : strings::split(text, '\n')) {
+    ++line_no;
+    if (line.ends_with('\r')) {
+      line.remove_suffix(1);
+    }
+    while (!line.empty() && (line.front() == ' ' || line.front() == '\t')) {
+      line.remove_prefix(1);
+    }
+    if (line.empty() || line.front() == '#') {
+      continue;
+    }
+    const auto eq = line.find('=');
+    const std::string name(line.substr(0, eq));
+    if (!isEnvName(name)) {
+      return absl::InvalidArgumentError(
+          cat(source, ":", line_no, ": `", name,
+              "` is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*); lines are "
+              "NAME=VALUE, NAME, or # comments"));
+    }
+    if (eq == std::string_view::npos) {
+      if (const char* value = std::getenv(name.c_str()); value != nullptr) {
+        out.emplace_back(name, value);
+      }
+      continue;
+    }
+    out.emplace_back(name, std::string(line.substr(eq + 1)));
+  }
+  return out;
+}
+
+absl::StatusOr<std::pair<std::string, std::string>> parseEnvFlag(std::string_view text) {
+  const auto eq = text.find('=');
+  const std::string name(text.substr(0, eq));
+  if (!isEnvName(name)) {
+    return absl::InvalidArgumentError(
+        cat("--env takes NAME=VALUE or NAME, and `", name,
+            "` is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*)"));
+  }
+  if (eq != std::string_view::npos) {
+    return std::make_pair(name, std::string(text.substr(eq + 1)));
+  }
+  const char* value = std::getenv(name.c_str());
+  if (value == nullptr) {
+    return absl::InvalidArgumentError(
+        cat("--env ", name, ": ", name,
+            " is not set in this environment (give --env NAME=VALUE, or set it first)"));
+  }
+  return std::make_pair(name, std::string(value));
+}
+
+absl::StatusOr<std::unique_ptr<RunDirectory>> RunDirectory::create(
+    const std::vector<RunFile>& files) {
+  std::string tmpl = (runtimeBase() / "tributary-run-XXXXXX").string();
+  if (::mkdtemp(tmpl.data()) == nullptr) {  // mkdtemp creates it 0700.
+    return absl::InternalError(cat("cannot create a private directory for the connector's files (",
+                                   tmpl, "): ", strings::errnoMessage(errno)));
+  }
+  auto dir = std::unique_ptr<RunDirectory>(new RunDirectory(tmpl));
+  for (const RunFile& file : files) {
+    const std::filesystem::path target = dir->path_ / file.path;
+    std::filesystem::path sub;
+    for (const auto& part : std::filesystem::path(file.path).parent_path()) {
+      sub /= part;
+      const std::filesystem::path d = dir->path_ / sub;
+      if (::mkdir(d.c_str(), 0700) != 0 && errno != EEXIST) {
+        return absl::InternalError(
+            cat("cannot create ", d.string(), ": ", strings::errnoMessage(errno)));
+      }
+    }
+    const int fd =
+        ::open(target.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      return absl::InternalError(
+          cat("cannot create ", target.string(), ": ", strings::errnoMessage(errno)));
+    }
+    absl::Status written = writeAll(fd, file.content);
+    if (::fchmod(fd, 0600) != 0 && written.ok()) {
+      written = absl::InternalError(strings::errnoMessage(errno));
+    }
+    if (::close(fd) != 0 && written.ok()) {
+      written = absl::InternalError(strings::errnoMessage(errno));
+    }
+    if (!written.ok()) {
+      return absl::InternalError(cat("cannot write ", target.string(), ": ", written.message()));
+    }
+    if (!file.env.empty()) {
+      dir->env_[file.env] = target.string();
+    }
+  }
+  return dir;
+}
+
+RunDirectory::~RunDirectory() {
+  std::error_code ignored;
+  std::filesystem::remove_all(path_, ignored);
+}
+
+}  // namespace tributary::cli
