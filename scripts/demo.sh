@@ -6,7 +6,8 @@
 # third time, and prints where the data is.
 #
 # Environment:
-#   TRIBUTARY_BUILD_DIR   build directory (default build/dev, preset dev)
+#   TRIBUTARY_BUILD_DIR   build directory (default build/ci, the `ci` preset that scripts/test.sh
+#                         builds too, so the demo and the tests share one build tree)
 #   DEMO_DIR              the directory to sync (default: a fresh copy of this repository's lib/
 #                         and sdk/ trees under a temporary directory)
 set -euo pipefail
@@ -17,23 +18,29 @@ section() { printf '\n\033[1m== %s ==\033[0m\n' "$*"; }
 started=${SECONDS}
 
 section "bootstrap and build"
+# Configuring the shared `ci` tree needs Go (our machines have it in /usr/local/go), as in
+# scripts/test.sh.
+if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
+  export PATH="/usr/local/go/bin:${PATH}"
+fi
 scripts/bootstrap.sh
-build="${TRIBUTARY_BUILD_DIR:-build/dev}"
+build="${TRIBUTARY_BUILD_DIR:-build/ci}"
+[[ "${build}" == /* ]] || build="${repo}/${build}"
 if [[ ! -f "${build}/build.ninja" ]]; then
-  cmake --preset dev -B "${build}" >/dev/null
+  cmake --preset ci -B "${build}" >/dev/null
 fi
 targets=(tributary)
 if [[ -f connectors/filesystem/CMakeLists.txt ]]; then
   connector_target=tributary-connector-filesystem
-  connector_bin="${repo}/${build}/connectors/filesystem/tributary-connector-filesystem"
+  connector_bin="${build}/connectors/filesystem/tributary-connector-filesystem"
 else
   # Until connectors/filesystem lands: the C++ SDK test connector (tests/connectors/README.md).
   connector_target=test_connector_cpp
-  connector_bin="${repo}/${build}/tests/connectors/cpp/test_connector_cpp"
+  connector_bin="${build}/tests/connectors/cpp/test_connector_cpp"
 fi
 targets+=("${connector_target}")
 cmake --build "${build}" -j2 --target "${targets[@]}"
-tributary="${repo}/${build}/cli/tributary"
+tributary="${build}/cli/tributary"
 
 work="$(mktemp -d /tmp/tributary-demo.XXXXXX)"
 chmod 755 "${work}"
@@ -91,10 +98,12 @@ section "second run: nothing changed, nothing rewritten"
 if [[ "${connector_target}" == tributary-connector-filesystem && -z "${DEMO_DIR:-}" ]]; then
   section "change the tree: add a file, edit one, remove one; third run"
   echo "a new file" >"${data}/NEW.txt"
-  edited="$(find "${data}" -type f -name '*.md' | sort | head -n 1)"
-  echo "an edit" >>"${edited}"
-  removed="$(find "${data}" -type f -name '*.cc' | sort | head -n 1)"
-  rm "${removed}"
+  # Whole listings, then the first entry: `sort | head -n 1` dies of SIGPIPE under pipefail
+  # (exit 141) when head exits before sort has written everything.
+  mapfile -t markdown < <(find "${data}" -type f -name '*.md' | sort)
+  mapfile -t sources < <(find "${data}" -type f -name '*.cc' | sort)
+  echo "an edit" >>"${markdown[0]}"
+  rm "${sources[0]}"
   "${tributary}" run -f "${work}/demo.yaml"
   section "what the last run soft-deleted (tributary objects demo-files --state deleted)"
   "${tributary}" objects demo-files --state deleted
