@@ -2,7 +2,6 @@
 // the harness's PostgreSQL, and a real Python connector (cli/tests/env_connector.py) that stores
 // one object per environment variable it was started with (the SHA-256 of the value, never the
 // value) and describes the files its variables point at.
-#include "tributary/testing/services.h"
 
 #include "cli_test_support.h"
 #include "libpq-fe.h"
@@ -13,8 +12,6 @@
 #include <openssl/evp.h>
 #include <sys/stat.h>
 
-#include <algorithm>
-#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -61,15 +58,8 @@ std::string readAll(const std::string& path) {
 class CredentialsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto pg = harness::SharedServices::postgres();
-    ASSERT_TRUE(pg.ok()) << pg.status();
-    std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) {
-      return std::isalnum(c) != 0 ? static_cast<char>(std::tolower(c)) : '_';
-    });
-    auto dsn = (*pg)->createDatabase("cred_" + name.substr(0, 50));
-    ASSERT_TRUE(dsn.ok()) << dsn.status();
-    dsn_ = *dsn;
+    dsn_ = databaseForTest("cred_");
+    ASSERT_FALSE(dsn_.empty());
     // The connector: a Local directory with the script and a launcher that uses the SDK's venv;
     // its installCommand appends a line to install.log, so every (re)install is counted.
     connector_dir_ = dir_.path() + "/connector";

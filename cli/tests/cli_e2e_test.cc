@@ -1,7 +1,6 @@
 // End-to-end tests of the `tributary` CLI: the real binary against real PostgreSQL (the harness's
 // private server, or the CLI's own local one) and real connectors (tests/connectors, the SDK
 // examples).
-#include "tributary/testing/services.h"
 
 #include "cli_test_support.h"
 #include "libpq-fe.h"
@@ -11,7 +10,6 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
-#include <cctype>
 #include <filesystem>
 #include <ostream>
 #include <string>
@@ -43,15 +41,8 @@ nlohmann::json parseLast(const Result& r) {
 class CliTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto pg = harness::SharedServices::postgres();
-    ASSERT_TRUE(pg.ok()) << pg.status();
-    std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) {
-      return std::isalnum(c) != 0 ? static_cast<char>(std::tolower(c)) : '_';
-    });
-    auto dsn = (*pg)->createDatabase("cli_" + name.substr(0, 50));
-    ASSERT_TRUE(dsn.ok()) << dsn.status();
-    dsn_ = *dsn;
+    dsn_ = databaseForTest("cli_");
+    ASSERT_FALSE(dsn_.empty());
   }
 
   void TearDown() override {

@@ -1,8 +1,13 @@
 #include "cli_test_support.h"
 
+#include "tributary/testing/services.h"
+
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -17,6 +22,22 @@
 extern char** environ;  // NOLINT: POSIX
 
 namespace tributary::cli_test {
+
+std::string databaseForTest(const std::string& prefix) {
+  auto pg = harness::SharedServices::postgres();
+  EXPECT_TRUE(pg.ok()) << pg.status();
+  if (!pg.ok()) {
+    return "";
+  }
+  std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) {
+    return std::isalnum(c) != 0 ? static_cast<char>(std::tolower(c)) : '_';
+  });
+  auto dsn = (*pg)->createDatabase(prefix + name.substr(0, 50));
+  EXPECT_TRUE(dsn.ok()) << dsn.status();
+  return dsn.ok() ? *dsn : "";
+}
+
 namespace {
 
 std::string slurp(const std::string& path) {

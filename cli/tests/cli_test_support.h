@@ -23,6 +23,10 @@ Result run(const std::string& binary, const std::vector<std::string>& args,
            const std::map<std::string, std::string>& env = {},
            std::chrono::seconds timeout = std::chrono::seconds(120));
 
+/// A fresh database `<prefix><test name>` on the harness's PostgreSQL, for the running test: its
+/// DSN. Fails the test (and returns "") when the server cannot be had.
+std::string databaseForTest(const std::string& prefix);
+
 /// A fresh directory under the test temp dir (mode 0755, so a `postgres` server user can
 /// traverse it when the tests run as root); removed by the destructor.
 class TempDir {
