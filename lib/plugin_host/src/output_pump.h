@@ -3,6 +3,7 @@
 #include "tributary/common/log.h"
 
 #include "absl/status/statusor.h"
+#include "crash_dump.h"
 
 #include <atomic>
 #include <chrono>
@@ -25,18 +26,6 @@ namespace tributary::plugin_host {
 /// recognised, so an error message can name its cause instead of quoting the dump's tail.
 class OutputPump {
  public:
-  /// What a crash dump said.
-  struct Crash {
-    /// Go: the `panic: …` / `fatal error: …` line; Python: the exception line (`KeyError: 'x'`).
-    std::string cause;
-    /// The innermost frame of the connector's own code (not the Go runtime, go-plugin, gRPC, the
-    /// SDKs or the Python standard library), else the innermost frame: `function (file:line)`.
-    /// Empty when the dump had no frame.
-    std::string location;
-    /// The last warning and error lines logged before the dump (rendered), oldest first.
-    std::vector<std::string> warnings_before;
-  };
-
   OutputPump(int stdout_fd, int stderr_fd, log::Logger logger, int max_lines_per_second);
   ~OutputPump();
   OutputPump(const OutputPump&) = delete;
@@ -69,9 +58,6 @@ class OutputPump {
   void onStderr(std::string_view data);
   void emitLine(std::string_view line);
   static std::string render(std::string_view line, const log::Record& record);
-  // Feeds one stderr line to the crash-dump recogniser; true when the line belongs to a dump.
-  bool scanCrash(std::string_view line, const log::Record& record);
-  void finishGoDump();
   void flushSuppressed();
 
   int stdout_fd_;
@@ -85,8 +71,7 @@ class OutputPump {
   bool stdout_eof_ = false;               // Guarded by mu_.
   bool handshake_too_long_ = false;       // Guarded by mu_.
   std::deque<std::string> tail_;          // Guarded by mu_.
-  std::deque<std::string> warnings_;      // Guarded by mu_. Last warn/error lines.
-  std::optional<Crash> crash_;            // Guarded by mu_.
+  CrashDumpReader crash_reader_;          // Guarded by mu_.
 
   // Pump-thread state.
   std::string stdout_partial_;
@@ -94,18 +79,6 @@ class OutputPump {
   std::chrono::steady_clock::time_point window_start_{};
   int window_lines_ = 0;
   std::uint64_t suppressed_ = 0;
-  // Crash-dump recogniser state (pump thread).
-  enum class Dump { None, GoHeader, GoFrames, Python };
-  Dump dump_ = Dump::None;
-  std::size_t dump_lines_ = 0;
-  bool go_crash_seen_ = false;
-  bool go_frames_done_ = false;
-  std::string frame_function_;  // The Go function line awaiting its file line.
-  bool frame_is_own_ = false;
-  std::string go_location_;
-  std::string go_fallback_location_;
-  std::string py_location_;
-  std::string py_fallback_location_;
 
   std::atomic<std::uint64_t> stdout_discarded_{0};
   std::atomic<bool> stop_{false};
