@@ -25,30 +25,6 @@ bool isEnvName(std::string_view name) {
   return !name.empty() && name.size() <= 128 && std::regex_match(std::string(name), kEnvName);
 }
 
-absl::Status writeAll(int fd, std::string_view data) {
-  while (!data.empty()) {
-    const ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return absl::InternalError(strings::errnoMessage(errno));
-    }
-    data.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return absl::OkStatus();
-}
-
-std::filesystem::path runtimeBase() {
-  for (const char* var : {"XDG_RUNTIME_DIR", "TMPDIR"}) {
-    const char* dir = std::getenv(var);  // NOLINT(concurrency-mt-unsafe): read only
-    if (dir != nullptr && *dir == '/' && ::access(dir, W_OK | X_OK) == 0) {
-      return dir;
-    }
-  }
-  return "/tmp";
-}
-
 }  // namespace
 
 std::string secretVariable(const std::string& secret, const std::string& key) {
@@ -282,53 +258,6 @@ absl::StatusOr<std::pair<std::string, std::string>> parseEnvFlag(std::string_vie
             " is not set in this environment (give --env NAME=VALUE, or set it first)"));
   }
   return std::make_pair(name, std::string(value));
-}
-
-absl::StatusOr<std::unique_ptr<RunDirectory>> RunDirectory::create(
-    const std::vector<RunFile>& files) {
-  std::string tmpl = (runtimeBase() / "tributary-run-XXXXXX").string();
-  if (::mkdtemp(tmpl.data()) == nullptr) {  // mkdtemp creates it 0700.
-    return absl::InternalError(cat("cannot create a private directory for the connector's files (",
-                                   tmpl, "): ", strings::errnoMessage(errno)));
-  }
-  auto dir = std::unique_ptr<RunDirectory>(new RunDirectory(tmpl));
-  for (const RunFile& file : files) {
-    const std::filesystem::path target = dir->path_ / file.path;
-    std::filesystem::path sub;
-    for (const auto& part : std::filesystem::path(file.path).parent_path()) {
-      sub /= part;
-      const std::filesystem::path d = dir->path_ / sub;
-      if (::mkdir(d.c_str(), 0700) != 0 && errno != EEXIST) {
-        return absl::InternalError(
-            cat("cannot create ", d.string(), ": ", strings::errnoMessage(errno)));
-      }
-    }
-    const int fd =
-        ::open(target.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) {
-      return absl::InternalError(
-          cat("cannot create ", target.string(), ": ", strings::errnoMessage(errno)));
-    }
-    absl::Status written = writeAll(fd, file.content);
-    if (::fchmod(fd, 0600) != 0 && written.ok()) {
-      written = absl::InternalError(strings::errnoMessage(errno));
-    }
-    if (::close(fd) != 0 && written.ok()) {
-      written = absl::InternalError(strings::errnoMessage(errno));
-    }
-    if (!written.ok()) {
-      return absl::InternalError(cat("cannot write ", target.string(), ": ", written.message()));
-    }
-    if (!file.env.empty()) {
-      dir->env_[file.env] = target.string();
-    }
-  }
-  return dir;
-}
-
-RunDirectory::~RunDirectory() {
-  std::error_code ignored;
-  std::filesystem::remove_all(path_, ignored);
 }
 
 }  // namespace tributary::cli

@@ -4,6 +4,8 @@
 // spec.envFrom and spec.files resolved from local Secrets, `--env` / `--env-file`, and the run's
 // private directory for files. Values resolved here are never printed or logged.
 
+#include "tributary/sync/run_files.h"
+
 #include "absl/status/statusor.h"
 #include "manifest.h"
 
@@ -17,6 +19,8 @@
 #include <vector>
 
 namespace tributary::cli {
+
+using sync::RunFile;
 
 /// `TRIBUTARY_SECRET_<SECRET>_<KEY>`: upper case, every other character → `_`.
 std::string secretVariable(const std::string& secret, const std::string& key);
@@ -54,14 +58,6 @@ class LocalSecrets {
   std::filesystem::path dir_;
 };
 
-/// A file the connector gets for one run (spec.files): `path` is relative to the run's private
-/// directory; `env` (optional) gets its absolute path.
-struct RunFile {
-  std::string path;
-  std::string content;  ///< Secret: never printed or logged.
-  std::string env;
-};
-
 /// A Connector's credentials for one run.
 struct ConnectorCredentials {
   /// spec.envFrom (in order; later entries win), then spec.env valueFrom (which wins over
@@ -86,25 +82,5 @@ absl::StatusOr<std::vector<std::pair<std::string, std::string>>> parseEnvFile(
 /// One `--env` value: `NAME=VALUE`, or `NAME` (its value in this process's environment; an error
 /// when unset, so a typo does not pass silently).
 absl::StatusOr<std::pair<std::string, std::string>> parseEnvFlag(std::string_view text);
-
-/// The run's private directory: 0700, under `$XDG_RUNTIME_DIR` (else `$TMPDIR`, else /tmp), with
-/// each file written 0600 (subdirectories 0700). The destructor removes it all.
-class RunDirectory {
- public:
-  static absl::StatusOr<std::unique_ptr<RunDirectory>> create(const std::vector<RunFile>& files);
-  ~RunDirectory();
-  RunDirectory(const RunDirectory&) = delete;
-  RunDirectory& operator=(const RunDirectory&) = delete;
-
-  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
-  /// `env` → absolute path of its file, for every file with an `env`.
-  [[nodiscard]] const std::map<std::string, std::string>& env() const { return env_; }
-
- private:
-  explicit RunDirectory(std::filesystem::path path) : path_(std::move(path)) {}
-
-  std::filesystem::path path_;
-  std::map<std::string, std::string> env_;
-};
 
 }  // namespace tributary::cli

@@ -178,7 +178,7 @@ absl::StatusOr<SyncPlan> planFromManifests(const ParsedArgs& args, const std::st
   plan.deletion_policy = job->deletion_policy;
   plan.deletion_guard = job->deletion_guard;
   if (job->active_deadline_seconds) {
-    plan.timeout = std::chrono::seconds(*job->active_deadline_seconds);
+    plan.active_deadline = std::chrono::seconds(*job->active_deadline_seconds);
   }
   auto credentials = resolveCredentials(*connector, LocalSecrets(*manifests, secretDir(args)));
   if (!credentials.ok()) {

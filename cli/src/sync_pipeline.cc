@@ -3,7 +3,6 @@
 #include "tributary/common/strings.h"
 #include "tributary/installer/installer.h"
 #include "tributary/locks/lock.h"
-#include "tributary/plugin_host/plugin_host.h"
 
 #include "common.h"
 #include "signals.h"
@@ -21,61 +20,20 @@
 namespace tributary::cli {
 namespace {
 
-namespace ph = tributary::plugin_host;
 using strings::cat;
 using Clock = std::chrono::steady_clock;
 
-/// Pages → store::Run, one committed transaction per page; counters for the progress line.
-class StoreSink : public ph::PageSink {
- public:
-  explicit StoreSink(store::Run& run) : run_(run) {}
-
-  absl::Status onPage(const proto::SyncResponse& page) override {
-    absl::Status written = run_.writePage(page);
-    if (!written.ok()) {
-      remember(written);
-      return written;
-    }
-    pages_.fetch_add(1);
-    objects_.fetch_add(static_cast<std::uint64_t>(page.response_size()));
-    return absl::OkStatus();
-  }
-
-  absl::Status onClean() override {
-    absl::Status cleaned = run_.clean();
-    if (!cleaned.ok()) {
-      remember(cleaned);
-    }
-    return cleaned;
-  }
-
-  [[nodiscard]] std::uint64_t pages() const { return pages_.load(); }
-  [[nodiscard]] std::uint64_t objects() const { return objects_.load(); }
-  [[nodiscard]] absl::Status storeError() const {
-    const std::lock_guard lock(mu_);
-    return store_error_;
-  }
-
- private:
-  void remember(const absl::Status& status) {
-    const std::lock_guard lock(mu_);
-    if (store_error_.ok()) {
-      store_error_ = status;
-    }
-  }
-
-  store::Run& run_;
-  std::atomic<std::uint64_t> pages_{0};
-  std::atomic<std::uint64_t> objects_{0};
-  mutable std::mutex mu_;
-  absl::Status store_error_;
+/// Pages and objects committed so far.
+struct Counts {
+  std::atomic<std::uint64_t> pages{0};
+  std::atomic<std::uint64_t> objects{0};
 };
 
 /// A status line on a terminal (every 200 ms), JSON progress log lines otherwise (every 5 s).
 class Progress {
  public:
-  Progress(const StoreSink& sink, bool terminal, log::Logger logger, std::string label)
-      : sink_(sink),
+  Progress(const Counts& counts, bool terminal, log::Logger logger, std::string label)
+      : counts_(counts),
         terminal_(terminal),
         logger_(std::move(logger)),
         label_(std::move(label)),
@@ -102,16 +60,16 @@ class Progress {
     std::unique_lock lock(mu_);
     while (!cv_.wait_for(lock, tick, [&] { return stop.stop_requested(); })) {
       const double elapsed = std::chrono::duration<double>(Clock::now() - started_).count();
-      const auto objects = sink_.objects();
+      const auto objects = counts_.objects.load();
       const double rate = elapsed > 0 ? static_cast<double>(objects) / elapsed : 0;
       if (terminal_) {
         std::fprintf(stderr, "\r\033[2K%s: %llu pages, %llu objects, %.0f objects/s, %s",
-                     label_.c_str(), static_cast<unsigned long long>(sink_.pages()),
+                     label_.c_str(), static_cast<unsigned long long>(counts_.pages.load()),
                      static_cast<unsigned long long>(objects), rate,
                      formatDuration(elapsed).c_str());
         std::fflush(stderr);
       } else {
-        logger_.info("progress", {{"pages", sink_.pages()},
+        logger_.info("progress", {{"pages", counts_.pages.load()},
                                   {"objects", objects},
                                   {"objects_per_second", rate},
                                   {"elapsed_seconds", elapsed}});
@@ -119,7 +77,7 @@ class Progress {
     }
   }
 
-  const StoreSink& sink_;
+  const Counts& counts_;
   bool terminal_;
   log::Logger logger_;
   std::string label_;
@@ -127,6 +85,46 @@ class Progress {
   std::mutex mu_;
   std::condition_variable cv_;
   std::jthread thread_;
+};
+
+/// The pipeline's progress: stage lines for the user, page counts for the progress line.
+class ProgressObserver : public sync::Observer {
+ public:
+  ProgressObserver(bool terminal, log::Logger logger)
+      : terminal_(terminal), logger_(std::move(logger)) {}
+
+  ~ProgressObserver() override { stop(); }
+  ProgressObserver(const ProgressObserver&) = delete;
+  ProgressObserver& operator=(const ProgressObserver&) = delete;
+
+  void onStage(sync::Stage stage, const std::string& detail) override {
+    if (stage == sync::Stage::Syncing) {
+      progress_.emplace(counts_, terminal_, logger_, detail);
+      return;
+    }
+    stop();
+    if (stage == sync::Stage::Finishing) {
+      return;  // the summary says it
+    }
+    if (terminal_) {
+      std::cerr << detail << '\n';
+    } else {
+      logger_.info(detail);
+    }
+  }
+  void onPage(std::uint64_t pages, std::uint64_t objects) override {
+    counts_.pages.store(pages);
+    counts_.objects.store(objects);
+  }
+
+  /// Ends the progress line (before anything else is printed).
+  void stop() { progress_.reset(); }
+
+ private:
+  bool terminal_;
+  log::Logger logger_;
+  Counts counts_;
+  std::optional<Progress> progress_;  // Last: its thread reads counts_.
 };
 
 std::string hostName() {
@@ -137,14 +135,23 @@ std::string hostName() {
   return buf;
 }
 
-int exitCodeForStore(const absl::Status& status) {
-  if (absl::IsAborted(status)) {
-    return kExitConflict;
+int exitCodeFor(sync::FailureReason reason) {
+  switch (reason) {
+    case sync::FailureReason::InstallFailed:
+      return kExitInstall;
+    case sync::FailureReason::LockBusy:
+    case sync::FailureReason::LockUnavailable:
+    case sync::FailureReason::Fenced:
+      return kExitConflict;
+    case sync::FailureReason::StoreUnavailable:
+      return kExitDatabase;
+    case sync::FailureReason::InvalidData:  // The connector sent something PostgreSQL cannot hold.
+    case sync::FailureReason::ConnectorFailed:
+      return kExitConnector;
+    case sync::FailureReason::Cancelled:
+      return kExitInterrupted;
   }
-  if (absl::IsInvalidArgument(status) || absl::IsResourceExhausted(status)) {
-    return kExitConnector;  // The connector sent something PostgreSQL cannot hold.
-  }
-  return kExitDatabase;
+  return kExitConnector;
 }
 
 struct Outcome {
@@ -165,13 +172,6 @@ class Pipeline {
 
  private:
   Outcome execute();
-  void say(const std::string& line) const {
-    if (terminal_) {
-      std::cerr << line << '\n';
-    } else {
-      logger_.info(line);
-    }
-  }
   int printFailure(const Outcome& outcome);
   void printSummary();
 
@@ -183,7 +183,7 @@ class Pipeline {
 
   Database database_;
   std::optional<installer::Installation> installation_;
-  std::optional<ph::SyncResult> sync_;
+  std::optional<plugin_host::SyncResult> sync_;
   std::optional<store::RunSummary> summary_;
   std::int64_t run_id_ = 0;
   double seconds_ = 0;
@@ -223,134 +223,35 @@ Outcome Pipeline::execute() {
     return {kExitInstall, cat("cannot use the connector cache ", flags_.cache_dir.string(), ": ",
                               installer.status().message())};
   }
-  say(cat("installing connector ", plan_.connector.name, " (",
-          installer::sourceName(plan_.connector.source), " ",
-          installer::redactUri(plan_.connector.uri), ")"));
-  auto installed = flags_.update ? (*installer)->update(plan_.connector, signals_.token())
-                                 : (*installer)->install(plan_.connector, signals_.token());
-  if (!installed.ok()) {
-    if (signals_.interrupted()) {
-      return {kExitInterrupted, "interrupted while installing the connector"};
-    }
-    return {kExitInstall, cat("cannot install connector ", plan_.connector.name, ": ",
-                              installed.status().message())};
-  }
-  installation_ = *installed;
 
-  // 3. The lock and the run (fenced: a newer run of the same SyncJob stops this one's writes).
-  const std::string source = cat(plan_.ns, "/", plan_.name);
-  auto hwm = (*store)->fencingHighWaterMark(plan_.ns, plan_.name);
-  if (!hwm.ok()) {
-    return {kExitDatabase,
-            cat("cannot read the fencing state of ", source, ": ", hwm.status().message())};
-  }
+  // 3. The pipeline, with an in-process lock: a second `tributary run` of the same SyncJob
+  // claims a newer fencing token in the store, and this run's writes are refused.
   auto lock = locks::InProcessLock::create();
-  locks::AcquireOptions acquire;
-  acquire.min_fencing_token = *hwm;
-  auto lease = lock->acquire(source, acquire);
-  if (!lease.ok()) {
-    return {kExitConflict, cat("cannot lock ", source, ": ", lease.status().message())};
-  }
-  store::RunSpec run_spec;
-  run_spec.ns = plan_.ns;
-  run_spec.name = plan_.name;
-  run_spec.connector = plan_.connector.name;
-  run_spec.holder = cat("tributary-cli@", hostName(), "/", ::getpid());
-  run_spec.fencing_token = (*lease)->fencingToken();
-  run_spec.lease_id = (*lease)->token();
-  const locks::Lease* held = lease->get();
-  run_spec.lease_check = [held] { return held->check(); };
-  run_spec.deletion_policy = plan_.deletion_policy;
-  run_spec.deletion_guard = plan_.deletion_guard;
-  auto run = (*store)->beginRun(run_spec);
-  if (!run.ok()) {
-    if (absl::IsAborted(run.status())) {
-      return {kExitConflict, cat("another run of ", source, " holds it (", run.status().message(),
-                                 "); wait for it to finish")};
-    }
-    return {kExitDatabase, cat("cannot start a run of ", source, ": ", run.status().message())};
-  }
-  run_id_ = (*run)->id();
-  auto fail = [&](int code, const std::string& error) -> Outcome {
-    auto finished = (*run)->finish(store::FinishRequest::failed(error));
-    if (!finished.ok()) {
-      logger_.warn("could not record the failed run", {{"error", finished.status().message()}});
-    }
-    return {code, error};
-  };
-
-  // 4. The connector process and its Sync.
-  ph::Options host_options;
-  host_options.handshake = plan_.handshake;
-  host_options.logger = logger_.named("plugin-host");
-  if (flags_.start_timeout_s) {
-    host_options.start_timeout =
-        std::chrono::milliseconds(static_cast<std::int64_t>(*flags_.start_timeout_s * 1000));
-  }
-  // The process's environment beyond the installed spec's: credentials and --env never reach
-  // install commands or the install hash, and are never logged (names of dropped host
-  // variables are, once).
-  ph::LaunchSpec launch = installation_->launchSpec();
-  std::unique_ptr<RunDirectory> run_dir;
-  if (!plan_.files.empty()) {
-    auto dir = RunDirectory::create(plan_.files);
-    if (!dir.ok()) {
-      return fail(kExitConnector, cat("cannot start connector ", plan_.connector.name, ": ",
-                                      dir.status().message()));
-    }
-    run_dir = *std::move(dir);
-  }
-  for (const auto& [name, value] : plan_.secret_env) {
-    launch.env[name] = value;
-  }
-  if (run_dir) {
-    for (const auto& [name, path] : run_dir->env()) {
-      launch.env[name] = path;
-    }
-  }
-  for (const auto& [name, value] : plan_.env_overrides) {
-    launch.env[name] = value;
-  }
-  say(cat("starting connector ", plan_.connector.name, " (version ", installation_->version, ")"));
-  auto client = ph::PluginClient::start(launch, host_options);
-  if (!client.ok()) {
-    return fail(kExitConnector, cat("cannot start connector ", plan_.connector.name, ": ",
-                                    client.status().message()));
-  }
-  StoreSink sink(**run);
-  const auto timeout =
+  sync::Services services{**store, **installer, *lock, logger_};
+  sync::RunPlan run_plan = plan_;
+  run_plan.holder = cat("tributary-cli@", hostName(), "/", ::getpid());
+  run_plan.update = flags_.update;
+  run_plan.sync_timeout =
       flags_.timeout_s
           ? std::chrono::milliseconds(static_cast<std::int64_t>(*flags_.timeout_s * 1000))
-      : plan_.timeout ? std::chrono::duration_cast<std::chrono::milliseconds>(*plan_.timeout)
-                      : std::chrono::milliseconds(std::chrono::hours(24));
-  const auto started = Clock::now();
-  absl::StatusOr<ph::SyncResult> result;
-  {
-    Progress progress(sink, terminal_, logger_, cat("syncing ", source));
-    result = (*client)->sync(plan_.options, sink, timeout, signals_.token());
-    progress.finish();
+      : plan_.active_deadline
+          ? std::chrono::duration_cast<std::chrono::milliseconds>(*plan_.active_deadline)
+          : std::chrono::milliseconds(std::chrono::hours(24));
+  if (flags_.start_timeout_s) {
+    run_plan.start_timeout =
+        std::chrono::milliseconds(static_cast<std::int64_t>(*flags_.start_timeout_s * 1000));
   }
-  seconds_ = std::chrono::duration<double>(Clock::now() - started).count();
-  (*client)->kill();
-  if (!result.ok()) {
-    if (signals_.interrupted()) {
-      return fail(kExitInterrupted, cat("interrupted after ", sink.pages(), " pages"));
-    }
-    const absl::Status store_error = sink.storeError();
-    const int code = store_error.ok() ? kExitConnector : exitCodeForStore(store_error);
-    return fail(code, cat("sync of ", source, " failed: ", result.status().message()));
+  ProgressObserver observer(terminal_, logger_);
+  sync::Outcome outcome = sync::runSync(run_plan, services, signals_.token(), observer);
+  observer.stop();
+  run_id_ = outcome.run_id;
+  seconds_ = outcome.sync_seconds;
+  installation_ = outcome.installation;
+  sync_ = outcome.sync;
+  summary_ = outcome.summary;
+  if (outcome.failure) {
+    return {exitCodeFor(outcome.failure->reason), outcome.failure->message};
   }
-  sync_ = *result;
-
-  // 5. Success: the deletion policy, the run's record.
-  auto summary = (*run)->finish(store::FinishRequest::succeeded(result->metadata));
-  if (!summary.ok()) {
-    return {exitCodeForStore(summary.status()),
-            cat("the sync of ", source,
-                " finished but could not be recorded: ", summary.status().message())};
-  }
-  summary_ = *summary;
-  static_cast<void>((*lease)->release());
   return {};
 }
 

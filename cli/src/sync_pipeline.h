@@ -1,39 +1,22 @@
 #pragma once
 
-// One local sync: database → install → lock → run → plugin host → store → summary.
+// One local sync: the database, the connector cache and an in-process lock around lib/sync's
+// pipeline, with a progress line and a summary.
 
-#include "tributary/installer/spec.h"
-#include "tributary/plugin_host/handshake.h"
-#include "tributary/store/store.h"
-
-#include "credentials.h"
+#include "tributary/sync/sync.h"
 
 #include <chrono>
 #include <filesystem>
-#include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace tributary::cli {
 
-struct SyncPlan {
-  std::string ns;    ///< SyncJob namespace: the source's identity in the store, with name.
-  std::string name;  ///< SyncJob name.
-  installer::ConnectorSpec connector;
-  plugin_host::HandshakeConfig handshake;
-  std::string options;  ///< May hold credentials: never printed or logged.
-  /// The connector process's environment beyond connector.env (which install commands see and
-  /// the install hash covers), lowest precedence first; never printed or logged, never part of
-  /// the install. From Secrets: spec.envFrom and spec.env valueFrom.
-  std::map<std::string, std::string> secret_env;
-  /// spec.files: written 0600 into a private directory for the run, removed after it.
-  std::vector<RunFile> files;
-  /// --env-file, then --env: over everything above.
-  std::map<std::string, std::string> env_overrides;
-  store::DeletionPolicy deletion_policy = store::DeletionPolicy::Mark;
-  store::DeletionGuard deletion_guard;
-  std::optional<std::chrono::seconds> timeout;
+/// A run of `tributary run`: the pipeline's plan and what only the CLI uses.
+struct SyncPlan : sync::RunPlan {
+  /// The SyncJob's activeDeadlineSeconds: the Sync deadline unless --timeout says otherwise.
+  std::optional<std::chrono::seconds> active_deadline;
   std::vector<std::string> notes;  ///< Printed before the run.
 };
 

@@ -304,7 +304,7 @@ TEST(RunDirectory, FilesAre0600InA0700DirectoryRemovedAfterwards) {
   std::filesystem::path root;
   std::string key_path;
   {
-    auto dir = RunDirectory::create(
+    auto dir = sync::RunDirectory::create(
         {RunFile{"gcp/key.json", "{\"k\":1}", "KEY"}, RunFile{"plain", "x", ""}});
     ASSERT_TRUE(dir.ok()) << dir.status();
     root = (*dir)->path();

@@ -1,0 +1,44 @@
+#pragma once
+
+// Files a connector gets for one run (a Connector's spec.files: credential files from Secrets),
+// in a private directory that lives as long as the run.
+
+#include "absl/status/statusor.h"
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace tributary::sync {
+
+/// A file the connector gets for one run (spec.files): `path` is relative to the run's private
+/// directory; `env` (optional) gets its absolute path.
+struct RunFile {
+  std::string path;
+  std::string content;  ///< Secret: never printed or logged.
+  std::string env;
+};
+
+/// The run's private directory: 0700, under `$XDG_RUNTIME_DIR` (else `$TMPDIR`, else /tmp), with
+/// each file written 0600 (subdirectories 0700). The destructor removes it all.
+class RunDirectory {
+ public:
+  static absl::StatusOr<std::unique_ptr<RunDirectory>> create(const std::vector<RunFile>& files);
+  ~RunDirectory();
+  RunDirectory(const RunDirectory&) = delete;
+  RunDirectory& operator=(const RunDirectory&) = delete;
+
+  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
+  /// `env` → absolute path of its file, for every file with an `env`.
+  [[nodiscard]] const std::map<std::string, std::string>& env() const { return env_; }
+
+ private:
+  explicit RunDirectory(std::filesystem::path path) : path_(std::move(path)) {}
+
+  std::filesystem::path path_;
+  std::map<std::string, std::string> env_;
+};
+
+}  // namespace tributary::sync

@@ -1,0 +1,118 @@
+#pragma once
+
+// One sync of one source, the same for the CLI and the agent:
+//
+//   install the connector → lock the source (fencing token) → begin a store run → start the
+//   connector (go-plugin) → Sync, every page one committed transaction → finish (deletion policy
+//   and guard on success; failed and nothing deleted otherwise) → release the lock.
+//
+// The caller resolves the run (connector spec, options, credentials, policies) and owns the
+// store, the installer and the lock; this library decides nothing about where they come from.
+//
+//   sync::Services services{*store, *installer, *lock, logger};
+//   sync::Outcome outcome = sync::runSync(plan, services, stop_token, observer);
+//   if (!outcome.succeeded()) report(outcome.failure->reason, outcome.failure->retriable, ...);
+
+#include "tributary/common/log.h"
+#include "tributary/installer/installer.h"
+#include "tributary/installer/spec.h"
+#include "tributary/locks/lock.h"
+#include "tributary/plugin_host/handshake.h"
+#include "tributary/plugin_host/plugin_host.h"
+#include "tributary/store/store.h"
+#include "tributary/sync/run_files.h"
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tributary::sync {
+
+/// A resolved run: everything the pipeline needs to know, nothing it must look up.
+struct RunPlan {
+  std::string ns;    ///< SyncJob namespace: with name, the source's identity (lock and store).
+  std::string name;  ///< SyncJob name.
+  installer::ConnectorSpec connector;
+  plugin_host::HandshakeConfig handshake;
+  std::string options;  ///< May hold credentials: never printed or logged.
+  /// The connector process's environment beyond connector.env (which install commands see and
+  /// the install hash covers), lowest precedence first, applied in this order: credentials
+  /// (secret_env), the files' variables, then overrides. Never logged, never part of the install.
+  std::map<std::string, std::string> secret_env;
+  /// Written 0600 into a private directory for the run, removed after it.
+  std::vector<RunFile> files;
+  std::map<std::string, std::string> env_overrides;
+  store::DeletionPolicy deletion_policy = store::DeletionPolicy::Mark;
+  store::DeletionGuard deletion_guard;
+  int attempt = 1;
+  std::string holder;   ///< Who runs it, for the run's record ("agent-node-1").
+  bool update = false;  ///< Fetch the newest version of the connector first.
+  std::chrono::milliseconds sync_timeout{std::chrono::hours(24)};
+  std::optional<std::chrono::milliseconds> start_timeout;  ///< Default: the host's.
+  /// Lock lease options (TTL, wait); min_fencing_token is set from the store's high-water mark.
+  locks::AcquireOptions lock_options;
+};
+
+/// What the pipeline works with; owned by the caller, thread-safe (several runs may share them).
+struct Services {
+  store::Store& store;
+  installer::Installer& installer;
+  locks::SourceLock& lock;
+  log::Logger logger{"sync"};
+};
+
+enum class Stage { Installing, Locking, Starting, Syncing, Finishing };
+std::string_view stageName(Stage stage);
+
+/// Progress of one run. The default implementation ignores everything.
+class Observer {
+ public:
+  virtual ~Observer() = default;
+  /// A stage begins; `detail` is a line a user can read ("installing connector s3 (VCS …)").
+  virtual void onStage(Stage /*stage*/, const std::string& /*detail*/) {}
+  /// A page was committed (on the host's page thread, one call at a time): running totals.
+  virtual void onPage(std::uint64_t /*pages*/, std::uint64_t /*objects*/) {}
+};
+
+/// Why a run failed, for the caller's exit codes, SyncRun reasons and metrics.
+enum class FailureReason {
+  InstallFailed,     ///< The connector could not be fetched, built or unpacked.
+  LockBusy,          ///< Another run holds the source.
+  LockUnavailable,   ///< The lock service could not be reached.
+  Fenced,            ///< A newer run of the source took over while this one ran.
+  StoreUnavailable,  ///< PostgreSQL unreachable or a store operation failed.
+  InvalidData,       ///< The connector sent something PostgreSQL cannot hold (or too large).
+  ConnectorFailed,   ///< Start, handshake, Sync error, crash, timeout, refused callback calls.
+  Cancelled,         ///< The stop token was triggered.
+};
+std::string_view failureReasonName(FailureReason reason);  ///< "InstallFailed", …
+
+struct Failure {
+  FailureReason reason = FailureReason::ConnectorFailed;
+  /// Could the same run succeed if tried again (a database or lock that comes back, a crash)?
+  /// False where the input itself is wrong (data PostgreSQL cannot hold, a spec that cannot
+  /// install).
+  bool retriable = true;
+  std::string message;  ///< What happened, which object, what to do; never holds secrets.
+};
+
+struct Outcome {
+  std::optional<Failure> failure;  ///< Unset: the run succeeded.
+  std::int64_t run_id = 0;         ///< The store's run, once begun (0 before).
+  std::optional<installer::Installation> installation;
+  std::optional<plugin_host::SyncResult> sync;  ///< Set on success.
+  std::optional<store::RunSummary> summary;     ///< Set on success.
+  double sync_seconds = 0;                      ///< From Sync's start to its end.
+  [[nodiscard]] bool succeeded() const { return !failure.has_value(); }
+};
+
+/// Runs the plan to its end. Never throws; every failure is an Outcome with its reason. On any
+/// failure after the store run began, the run is recorded failed and nothing is deleted.
+Outcome runSync(const RunPlan& plan, Services& services, std::stop_token stop, Observer& observer);
+
+}  // namespace tributary::sync

@@ -1,0 +1,302 @@
+#include "tributary/sync/sync.h"
+
+#include "tributary/common/strings.h"
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+
+namespace tributary::sync {
+namespace {
+
+namespace ph = tributary::plugin_host;
+using strings::cat;
+using Clock = std::chrono::steady_clock;
+
+/// Pages → store::Run, one committed transaction per page, counted for the observer.
+class StoreSink : public ph::PageSink {
+ public:
+  StoreSink(store::Run& run, Observer& observer) : run_(run), observer_(observer) {}
+
+  absl::Status onPage(const proto::SyncResponse& page) override {
+    absl::Status written = run_.writePage(page);
+    if (!written.ok()) {
+      remember(written);
+      return written;
+    }
+    const std::uint64_t pages = pages_.fetch_add(1) + 1;
+    const std::uint64_t objects =
+        objects_.fetch_add(static_cast<std::uint64_t>(page.response_size())) +
+        static_cast<std::uint64_t>(page.response_size());
+    observer_.onPage(pages, objects);
+    return absl::OkStatus();
+  }
+
+  absl::Status onClean() override {
+    absl::Status cleaned = run_.clean();
+    if (!cleaned.ok()) {
+      remember(cleaned);
+    }
+    return cleaned;
+  }
+
+  [[nodiscard]] std::uint64_t pages() const { return pages_.load(); }
+  /// The first store error a page or Clean met (OK if none): tells a store failure from a
+  /// connector's own.
+  [[nodiscard]] absl::Status storeError() const {
+    const std::lock_guard lock(mu_);
+    return store_error_;
+  }
+
+ private:
+  void remember(const absl::Status& status) {
+    const std::lock_guard lock(mu_);
+    if (store_error_.ok()) {
+      store_error_ = status;
+    }
+  }
+
+  store::Run& run_;
+  Observer& observer_;
+  std::atomic<std::uint64_t> pages_{0};
+  std::atomic<std::uint64_t> objects_{0};
+  mutable std::mutex mu_;
+  absl::Status store_error_;  // Guarded by mu_.
+};
+
+Failure failure(FailureReason reason, bool retriable, std::string message) {
+  return {reason, retriable, std::move(message)};
+}
+
+// A store error met while writing: fenced, bad data, or the database.
+Failure storeFailure(const absl::Status& status, std::string message) {
+  if (absl::IsAborted(status)) {
+    return failure(FailureReason::Fenced, true, std::move(message));
+  }
+  if (absl::IsInvalidArgument(status) || absl::IsResourceExhausted(status)) {
+    return failure(FailureReason::InvalidData, false, std::move(message));
+  }
+  return failure(FailureReason::StoreUnavailable, true, std::move(message));
+}
+
+class Pipeline {
+ public:
+  Pipeline(const RunPlan& plan, Services& services, std::stop_token stop, Observer& observer)
+      : plan_(plan),
+        services_(services),
+        stop_(std::move(stop)),
+        observer_(observer),
+        source_(cat(plan.ns, "/", plan.name)) {}
+
+  Outcome run() {
+    run_failure_ = execute();
+    if (run_failure_) {
+      outcome_.failure = std::move(run_failure_);
+    }
+    return std::move(outcome_);
+  }
+
+ private:
+  std::optional<Failure> execute();
+  // Records the begun run as failed (nothing deleted) and returns the failure.
+  std::optional<Failure> fail(store::Run& run, Failure f) {
+    auto finished = run.finish(store::FinishRequest::failed(f.message));
+    if (!finished.ok()) {
+      services_.logger.warn("could not record the failed run",
+                            {{"error", finished.status().message()}});
+    }
+    return f;
+  }
+
+  const RunPlan& plan_;
+  Services& services_;
+  std::stop_token stop_;
+  Observer& observer_;
+  const std::string source_;
+  Outcome outcome_;
+  std::optional<Failure> run_failure_;
+};
+
+std::optional<Failure> Pipeline::execute() {
+  // 1. The connector.
+  observer_.onStage(Stage::Installing, cat("installing connector ", plan_.connector.name, " (",
+                                           installer::sourceName(plan_.connector.source), " ",
+                                           installer::redactUri(plan_.connector.uri), ")"));
+  auto installed = plan_.update ? services_.installer.update(plan_.connector, stop_)
+                                : services_.installer.install(plan_.connector, stop_);
+  if (!installed.ok()) {
+    if (stop_.stop_requested()) {
+      return failure(FailureReason::Cancelled, true, "interrupted while installing the connector");
+    }
+    // A fetch that failed may work next time; a spec that cannot build will not, but only its
+    // owner can tell: the installer's code says which.
+    const bool retriable = absl::IsUnavailable(installed.status()) ||
+                           absl::IsDeadlineExceeded(installed.status()) ||
+                           absl::IsAborted(installed.status());
+    return failure(
+        FailureReason::InstallFailed, retriable,
+        cat("cannot install connector ", plan_.connector.name, ": ", installed.status().message()));
+  }
+  outcome_.installation = *installed;
+
+  // 2. The lock and the run (fenced: a newer run of the same source stops this one's writes).
+  observer_.onStage(Stage::Locking, cat("locking ", source_));
+  auto hwm = services_.store.fencingHighWaterMark(plan_.ns, plan_.name);
+  if (!hwm.ok()) {
+    return failure(FailureReason::StoreUnavailable, true,
+                   cat("cannot read the fencing state of ", source_, ": ", hwm.status().message()));
+  }
+  locks::AcquireOptions acquire = plan_.lock_options;
+  acquire.min_fencing_token = *hwm;
+  acquire.stop = stop_;
+  auto lease = services_.lock.acquire(source_, acquire);
+  if (!lease.ok()) {
+    if (stop_.stop_requested()) {
+      return failure(FailureReason::Cancelled, true, cat("interrupted while locking ", source_));
+    }
+    return failure(
+        absl::IsAborted(lease.status()) ? FailureReason::LockBusy : FailureReason::LockUnavailable,
+        true, cat("cannot lock ", source_, ": ", lease.status().message()));
+  }
+  store::RunSpec run_spec;
+  run_spec.ns = plan_.ns;
+  run_spec.name = plan_.name;
+  run_spec.connector = plan_.connector.name;
+  run_spec.holder = plan_.holder;
+  run_spec.attempt = plan_.attempt;
+  run_spec.fencing_token = (*lease)->fencingToken();
+  run_spec.lease_id = (*lease)->token();
+  const locks::Lease* held = lease->get();
+  run_spec.lease_check = [held] { return held->check(); };
+  run_spec.deletion_policy = plan_.deletion_policy;
+  run_spec.deletion_guard = plan_.deletion_guard;
+  auto begun = services_.store.beginRun(run_spec);
+  if (!begun.ok()) {
+    if (absl::IsAborted(begun.status())) {
+      return failure(FailureReason::LockBusy, true,
+                     cat("another run of ", source_, " holds it (", begun.status().message(),
+                         "); wait for it to finish"));
+    }
+    return failure(FailureReason::StoreUnavailable, !absl::IsInvalidArgument(begun.status()),
+                   cat("cannot start a run of ", source_, ": ", begun.status().message()));
+  }
+  store::Run& run = **begun;
+  outcome_.run_id = run.id();
+
+  // 3. The connector process: its environment beyond the installed spec's. Credentials never
+  // reach install commands or the install hash, and are never logged.
+  ph::LaunchSpec launch = outcome_.installation->launchSpec();
+  std::unique_ptr<RunDirectory> run_dir;
+  if (!plan_.files.empty()) {
+    auto dir = RunDirectory::create(plan_.files);
+    if (!dir.ok()) {
+      return fail(run, failure(FailureReason::ConnectorFailed, true,
+                               cat("cannot start connector ", plan_.connector.name, ": ",
+                                   dir.status().message())));
+    }
+    run_dir = *std::move(dir);
+  }
+  for (const auto& [name, value] : plan_.secret_env) {
+    launch.env[name] = value;
+  }
+  if (run_dir) {
+    for (const auto& [name, path] : run_dir->env()) {
+      launch.env[name] = path;
+    }
+  }
+  for (const auto& [name, value] : plan_.env_overrides) {
+    launch.env[name] = value;
+  }
+  ph::Options host_options;
+  host_options.handshake = plan_.handshake;
+  host_options.logger = services_.logger.named("plugin-host");
+  if (plan_.start_timeout) {
+    host_options.start_timeout = *plan_.start_timeout;
+  }
+  observer_.onStage(Stage::Starting, cat("starting connector ", plan_.connector.name, " (version ",
+                                         outcome_.installation->version, ")"));
+  auto client = ph::PluginClient::start(launch, host_options);
+  if (!client.ok()) {
+    return fail(run, failure(FailureReason::ConnectorFailed, true,
+                             cat("cannot start connector ", plan_.connector.name, ": ",
+                                 client.status().message())));
+  }
+
+  // 4. Sync: every page one committed transaction, acknowledged after commit.
+  StoreSink sink(run, observer_);
+  observer_.onStage(Stage::Syncing, cat("syncing ", source_));
+  const auto started = Clock::now();
+  auto result = (*client)->sync(plan_.options, sink, plan_.sync_timeout, stop_);
+  outcome_.sync_seconds = std::chrono::duration<double>(Clock::now() - started).count();
+  (*client)->kill();
+  if (!result.ok()) {
+    if (stop_.stop_requested()) {
+      return fail(run, failure(FailureReason::Cancelled, true,
+                               cat("interrupted after ", sink.pages(), " pages")));
+    }
+    std::string message = cat("sync of ", source_, " failed: ", result.status().message());
+    const absl::Status store_error = sink.storeError();
+    return fail(run, store_error.ok()
+                         ? failure(FailureReason::ConnectorFailed, true, std::move(message))
+                         : storeFailure(store_error, std::move(message)));
+  }
+  outcome_.sync = *result;
+
+  // 5. Success: the deletion policy (and guard), the run's record.
+  observer_.onStage(Stage::Finishing, cat("finishing the run of ", source_));
+  auto summary = run.finish(store::FinishRequest::succeeded(result->metadata));
+  if (!summary.ok()) {
+    return storeFailure(summary.status(),
+                        cat("the sync of ", source_,
+                            " finished but could not be recorded: ", summary.status().message()));
+  }
+  outcome_.summary = *summary;
+  static_cast<void>((*lease)->release());
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::string_view stageName(Stage stage) {
+  switch (stage) {
+    case Stage::Installing:
+      return "Installing";
+    case Stage::Locking:
+      return "Locking";
+    case Stage::Starting:
+      return "Starting";
+    case Stage::Syncing:
+      return "Syncing";
+    case Stage::Finishing:
+      return "Finishing";
+  }
+  return "Unknown";
+}
+
+std::string_view failureReasonName(FailureReason reason) {
+  switch (reason) {
+    case FailureReason::InstallFailed:
+      return "InstallFailed";
+    case FailureReason::LockBusy:
+      return "LockBusy";
+    case FailureReason::LockUnavailable:
+      return "LockUnavailable";
+    case FailureReason::Fenced:
+      return "Fenced";
+    case FailureReason::StoreUnavailable:
+      return "StoreUnavailable";
+    case FailureReason::InvalidData:
+      return "InvalidData";
+    case FailureReason::ConnectorFailed:
+      return "ConnectorFailed";
+    case FailureReason::Cancelled:
+      return "Cancelled";
+  }
+  return "Unknown";
+}
+
+Outcome runSync(const RunPlan& plan, Services& services, std::stop_token stop, Observer& observer) {
+  return Pipeline(plan, services, std::move(stop), observer).run();
+}
+
+}  // namespace tributary::sync
