@@ -4,6 +4,7 @@
 #include "tributary/common/strings.h"
 #include "tributary/installer/installer.h"
 #include "tributary/plugin_host/plugin_host.h"
+#include "tributary/sync/sync.h"
 
 #include "commands.h"
 #include "common.h"
@@ -261,7 +262,7 @@ absl::StatusOr<Target> resolveTarget(const ParsedArgs& args, Failure& failure) {
         return absl::InvalidArgumentError("not found");
       }
       to_install = chosen->spec;
-      target.handshake = chosen->handshake;
+      target.handshake = sync::hostHandshake(chosen->handshake);
       for (const auto& job : manifests->syncjobs) {
         if (job.ns == chosen->ns && job.connector_ref == chosen->name && job.options_json) {
           target.options = *job.options_json;
@@ -287,7 +288,7 @@ absl::StatusOr<Target> resolveTarget(const ParsedArgs& args, Failure& failure) {
       return installed.status();
     }
     target.installation = *installed;
-    target.launch = installed->launchSpec();
+    target.launch = sync::launchSpec(*installed);
     if (command) {
       target.launch.command = *command;
     }

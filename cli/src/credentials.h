@@ -4,6 +4,7 @@
 // spec.envFrom and spec.files resolved from local Secrets, `--env` / `--env-file`, and the run's
 // private directory for files. Values resolved here are never printed or logged.
 
+#include "tributary/api/credentials.h"
 #include "tributary/sync/run_files.h"
 
 #include "absl/status/statusor.h"
@@ -28,28 +29,28 @@ std::string secretVariable(const std::string& secret, const std::string& key);
 /// Where a local run finds Secrets, in order: a v1 Secret of the given manifest files
 /// (`stringData`/`data`), the file `<dir>/<name>/<key>` (a mounted Secret's layout), the variable
 /// `TRIBUTARY_SECRET_<NAME>_<KEY>`.
-class LocalSecrets {
+class LocalSecrets : public api::SecretSource {
  public:
   LocalSecrets(const Manifests& manifests, std::filesystem::path dir)
       : manifests_(manifests), dir_(std::move(dir)) {}
 
   /// One key; nullopt when none of the three places has it. Errors: an unreadable file.
-  [[nodiscard]] absl::StatusOr<std::optional<std::string>> key(const std::string& ns,
-                                                               const std::string& name,
-                                                               const std::string& key) const;
+  [[nodiscard]] absl::StatusOr<std::optional<std::string>> key(
+      const std::string& ns, const std::string& name, const std::string& key) const override;
 
   /// Every key of a Secret, from the first place that has the Secret: the manifest, the
   /// directory `<dir>/<name>` (regular files; names starting with `.` skipped, as a mounted
   /// Secret's `..data`), or the variables `TRIBUTARY_SECRET_<NAME>_<KEY>` (the key is the rest of
   /// the variable's name). nullopt when none has it.
   [[nodiscard]] absl::StatusOr<std::optional<std::map<std::string, std::string>>> all(
-      const std::string& ns, const std::string& name) const;
+      const std::string& ns, const std::string& name) const override;
 
   /// "(looked in: …)" for a missing key, naming the three places.
   [[nodiscard]] std::string placesForKey(const std::string& ns, const std::string& name,
-                                         const std::string& key) const;
+                                         const std::string& key) const override;
   /// The same for a whole Secret.
-  [[nodiscard]] std::string placesForSecret(const std::string& ns, const std::string& name) const;
+  [[nodiscard]] std::string placesForSecret(const std::string& ns,
+                                            const std::string& name) const override;
 
  private:
   const SecretManifest* manifest(const std::string& ns, const std::string& name) const;
@@ -57,20 +58,6 @@ class LocalSecrets {
   const Manifests& manifests_;
   std::filesystem::path dir_;
 };
-
-/// A Connector's credentials for one run.
-struct ConnectorCredentials {
-  /// spec.envFrom (in order; later entries win), then spec.env valueFrom (which wins over
-  /// envFrom, as in a Pod). Variables spec.env sets with a plain value are left out of envFrom.
-  std::map<std::string, std::string> env;
-  std::vector<RunFile> files;
-  std::vector<std::string> notes;  ///< Warnings (names only), e.g. keys skipped by envFrom.
-};
-
-/// Resolves the connector's Secret references. A missing Secret or key that is not `optional`
-/// is an InvalidArgument naming the manifest, the field path and the three places looked at.
-absl::StatusOr<ConnectorCredentials> resolveCredentials(const ConnectorManifest& connector,
-                                                        const LocalSecrets& secrets);
 
 /// docker's env-file format: one `NAME=VALUE` per line (the value verbatim up to the end of the
 /// line: no quotes or escapes are processed), `NAME` alone takes the variable from this

@@ -225,492 +225,69 @@ class Doc {
   int count_ = 0;
 };
 
-// A string that YAML would not turn into something else (a plain `true` or `8080` is not one).
-bool isStringScalar(const YAML::Node& node) {
-  return node.IsScalar() && (node.Tag() != "?" || toJson(node).is_string());
+// The YAML node at a problem's field path ("spec.env[2].valueFrom"), for its line; nullopt when
+// the path does not lead to one (a missing field).
+std::optional<YAML::Node> nodeAt(const YAML::Node& root, std::string_view path) {
+  YAML::Node node = root;
+  std::size_t i = 0;
+  while (i < path.size()) {
+    if (path[i] == '.') {
+      ++i;
+      continue;
+    }
+    if (path[i] == '[') {
+      const auto close = path.find(']', i);
+      if (close == std::string_view::npos || !node.IsSequence()) {
+        return std::nullopt;
+      }
+      const auto index = std::stoul(std::string(path.substr(i + 1, close - i - 1)));
+      if (index >= node.size()) {
+        return std::nullopt;
+      }
+      node.reset(node[index]);  // Not `=`: that would overwrite the node it refers to.
+      i = close + 1;
+      continue;
+    }
+    const auto end = path.find_first_of(".[", i);
+    const std::string key(path.substr(i, end == std::string_view::npos ? end : end - i));
+    if (!node.IsMap() || !node[key]) {
+      return std::nullopt;
+    }
+    node.reset(node[key]);
+    i = end == std::string_view::npos ? path.size() : end;
+  }
+  return node;
 }
 
-bool isEnvName(std::string_view name) {
-  static const std::regex kEnvName(R"(^[A-Za-z_][A-Za-z0-9_]*$)");
-  return !name.empty() && name.size() <= 128 && std::regex_match(std::string(name), kEnvName);
-}
-
-bool isSecretKey(std::string_view key) {
-  static const std::regex kKey(R"(^[-._a-zA-Z0-9]+$)");
-  return !key.empty() && key.size() <= 253 && std::regex_match(std::string(key), kKey);
-}
-
-// A relative path of [A-Za-z0-9._-] components, none of them `.` or `..`.
-bool isSafeRelativePath(std::string_view path) {
-  static const std::regex kPath(R"(^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$)");
-  if (path.empty() || path.size() > 253 || !std::regex_match(std::string(path), kPath)) {
-    return false;
+// A Connector or SyncJob document through lib/api's parser; its problems as this document's
+// errors, with their lines.
+template <typename Resource, typename Parse>
+Resource parseResource(const YAML::Node& root, Doc& doc, const std::string& ns,
+                       const std::string& name, Parse parse) {
+  nlohmann::json object = toJson(root);
+  if (!object["metadata"].is_object()) {
+    object["metadata"] = nlohmann::json::object();  // Already reported.
   }
-  for (const std::string_view part : strings::split(path, '/')) {
-    if (part == "." || part == "..") {
-      return false;
-    }
+  object["metadata"]["namespace"] = ns;
+  object["metadata"]["name"] = name;
+  std::vector<api::Problem> problems;
+  Resource resource = parse(object, problems);
+  resource.origin = doc.origin();
+  for (const api::Problem& problem : problems) {
+    const auto at = nodeAt(root, problem.path);
+    doc.error(problem.path, problem.message, at ? &*at : nullptr);
   }
-  return true;
-}
-
-// An environment variable name field; nullopt (with an error) when missing or invalid.
-std::optional<std::string> envNameField(Doc& doc, const YAML::Node& parent, const std::string& key,
-                                        const std::string& path, bool required) {
-  auto name = doc.string(parent, key, path, required);
-  if (name && !isEnvName(*name)) {
-    doc.error(path,
-              cat("`", *name,
-                  "` is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*, at most 128 "
-                  "characters)"));
-    return std::nullopt;
-  }
-  return name;
-}
-
-// `secretRef: {name, optional}` (envFrom, files); false (with an error) when unusable.
-bool secretRefField(Doc& doc, const YAML::Node& parent, const std::string& path,
-                    std::string& secret, bool& optional) {
-  const YAML::Node ref = parent["secretRef"];
-  if (!ref || ref.IsNull()) {
-    doc.error(path, "required field is missing");
-    return false;
-  }
-  if (!doc.mapping(ref, path)) {
-    return false;
-  }
-  doc.unknownKeys(ref, path, {"name", "optional"});
-  const int before = doc.count();
-  secret = doc.string(ref, "name", path + ".name", true).value_or("");
-  if (!secret.empty() && !isDnsSubdomain(secret)) {
-    doc.error(path + ".name", cat("`", secret, "` is not a valid Secret name"));
-  }
-  optional = doc.boolean(ref, "optional", path + ".optional").value_or(false);
-  return doc.count() == before;
-}
-
-// `spec.env`: a Pod-style list of {name, value} / {name, valueFrom: {secretKeyRef}}, or (the
-// older form, still accepted) a mapping of name → value. Plain values go to ConnectorSpec::env
-// (install commands and the install hash see them); Secret references to secret_env.
-void parseEnv(const YAML::Node& spec, Doc& doc, ConnectorManifest& m) {
-  const YAML::Node env = spec["env"];
-  if (!env || env.IsNull()) {
-    return;
-  }
-  if (env.IsMap()) {
-    for (const auto& kv : env) {
-      const std::string key = kv.first.Scalar();
-      if (!isStringScalar(kv.second)) {
-        doc.error(cat("spec.env.", key),
-                  cat("must be a string, got ", describeType(kv.second), " (quote it)"),
-                  &kv.second);
-        continue;
-      }
-      m.spec.env[key] = kv.second.Scalar();
-    }
-    return;
-  }
-  if (!env.IsSequence()) {
-    doc.error("spec.env",
-              cat("must be a list of {name, value} or {name, valueFrom} (or a mapping of name to "
-                  "value), got ",
-                  describeType(env)),
-              &env);
-    return;
-  }
-  if (env.size() > 64) {
-    doc.error("spec.env", cat("at most 64 entries, got ", env.size()));
-  }
-  std::set<std::string> names;
-  for (std::size_t i = 0; i < env.size(); ++i) {
-    const YAML::Node item = env[i];
-    const std::string path = cat("spec.env[", i, "]");
-    if (!doc.mapping(item, path)) {
-      continue;
-    }
-    doc.unknownKeys(item, path, {"name", "value", "valueFrom"});
-    const auto name = envNameField(doc, item, "name", path + ".name", true);
-    if (!name) {
-      continue;
-    }
-    if (!names.insert(*name).second) {
-      doc.error(path + ".name", cat("`", *name, "` is set more than once in spec.env"));
-      continue;
-    }
-    const YAML::Node value = item["value"];
-    const YAML::Node from = item["valueFrom"];
-    const bool has_value = value && !value.IsNull();
-    if (has_value && from && !from.IsNull()) {
-      doc.error(path, "give value or valueFrom, not both");
-      continue;
-    }
-    if (!from || from.IsNull()) {
-      if (has_value && !isStringScalar(value)) {
-        doc.error(path + ".value",
-                  cat("must be a string, got ", describeType(value), " (quote it)"), &value);
-        continue;
-      }
-      m.spec.env[*name] = has_value ? value.Scalar() : std::string();
-      continue;
-    }
-    if (!doc.mapping(from, path + ".valueFrom")) {
-      continue;
-    }
-    for (const char* other : {"configMapKeyRef", "fieldRef", "resourceFieldRef"}) {
-      if (from[other]) {
-        doc.error(cat(path, ".valueFrom.", other),
-                  "not supported: connectors get values from Secrets only (secretKeyRef), or "
-                  "plain values");
-      }
-    }
-    doc.unknownKeys(from, path + ".valueFrom",
-                    {"secretKeyRef", "configMapKeyRef", "fieldRef", "resourceFieldRef"});
-    const std::string ref_path = path + ".valueFrom.secretKeyRef";
-    const YAML::Node ref = from["secretKeyRef"];
-    if (!ref || ref.IsNull()) {
-      doc.error(ref_path, "required field is missing");
-      continue;
-    }
-    if (!doc.mapping(ref, ref_path)) {
-      continue;
-    }
-    doc.unknownKeys(ref, ref_path, {"name", "key", "optional"});
-    SecretEnvVar var;
-    var.name = *name;
-    var.path = ref_path;
-    var.ref.name = doc.string(ref, "name", ref_path + ".name", true).value_or("");
-    var.ref.key = doc.string(ref, "key", ref_path + ".key", true).value_or("");
-    var.ref.optional = doc.boolean(ref, "optional", ref_path + ".optional").value_or(false);
-    if (!var.ref.name.empty() && !isDnsSubdomain(var.ref.name)) {
-      doc.error(ref_path + ".name", cat("`", var.ref.name, "` is not a valid Secret name"));
-    }
-    if (!var.ref.key.empty() && !isSecretKey(var.ref.key)) {
-      doc.error(ref_path + ".key",
-                cat("`", var.ref.key, "` is not a valid Secret key ([-._a-zA-Z0-9]+)"));
-    }
-    m.secret_env.push_back(std::move(var));
-  }
-}
-
-// `spec.envFrom`: [{secretRef: {name, optional}, prefix}].
-void parseEnvFrom(const YAML::Node& spec, Doc& doc, ConnectorManifest& m) {
-  const YAML::Node list = spec["envFrom"];
-  if (!list || list.IsNull()) {
-    return;
-  }
-  if (!list.IsSequence()) {
-    doc.error("spec.envFrom",
-              cat("must be a list of {secretRef: {name}, prefix}, got ", describeType(list)),
-              &list);
-    return;
-  }
-  if (list.size() > 16) {
-    doc.error("spec.envFrom", cat("at most 16 entries, got ", list.size()));
-  }
-  for (std::size_t i = 0; i < list.size(); ++i) {
-    const YAML::Node item = list[i];
-    const std::string path = cat("spec.envFrom[", i, "]");
-    if (!doc.mapping(item, path)) {
-      continue;
-    }
-    if (item["configMapRef"]) {
-      doc.error(path + ".configMapRef",
-                "not supported: connectors get variables from Secrets only (secretRef)");
-    }
-    doc.unknownKeys(item, path, {"secretRef", "prefix", "configMapRef"});
-    EnvFromSecret from;
-    from.path = path + ".secretRef";
-    if (!secretRefField(doc, item, from.path, from.secret, from.optional)) {
-      continue;
-    }
-    from.prefix = doc.string(item, "prefix", path + ".prefix").value_or("");
-    if (!from.prefix.empty() && (from.prefix.size() > 64 || !isEnvName(from.prefix))) {
-      doc.error(path + ".prefix", cat("`", from.prefix,
-                                      "` is not a valid variable name prefix "
-                                      "([A-Za-z_][A-Za-z0-9_]*, at most 64 characters)"));
-      continue;
-    }
-    m.env_from.push_back(std::move(from));
-  }
-}
-
-// `spec.files`: [{secretRef: {name, optional}, items: [{key, path, env}]}].
-void parseFiles(const YAML::Node& spec, Doc& doc, ConnectorManifest& m) {
-  const YAML::Node list = spec["files"];
-  if (!list || list.IsNull()) {
-    return;
-  }
-  if (!list.IsSequence()) {
-    doc.error("spec.files",
-              cat("must be a list of {secretRef: {name}, items: [{key, path, env}]}, got ",
-                  describeType(list)),
-              &list);
-    return;
-  }
-  if (list.size() > 16) {
-    doc.error("spec.files", cat("at most 16 entries, got ", list.size()));
-  }
-  std::set<std::string> paths;
-  std::set<std::string> vars;
-  for (std::size_t i = 0; i < list.size(); ++i) {
-    const YAML::Node entry = list[i];
-    const std::string path = cat("spec.files[", i, "]");
-    if (!doc.mapping(entry, path)) {
-      continue;
-    }
-    doc.unknownKeys(entry, path, {"secretRef", "items"});
-    SecretFiles files;
-    files.path = path;
-    if (!secretRefField(doc, entry, path + ".secretRef", files.secret, files.optional)) {
-      continue;
-    }
-    const YAML::Node items = entry["items"];
-    if (!items || items.IsNull()) {
-      doc.error(path + ".items", "required field is missing (list the keys to write)");
-      continue;
-    }
-    if (!items.IsSequence() || items.size() == 0 || items.size() > 32) {
-      doc.error(path + ".items",
-                cat("must be a list of 1 to 32 {key, path, env}, got ", describeType(items)),
-                &items);
-      continue;
-    }
-    for (std::size_t j = 0; j < items.size(); ++j) {
-      const YAML::Node item = items[j];
-      const std::string item_path = cat(path, ".items[", j, "]");
-      if (!doc.mapping(item, item_path)) {
-        continue;
-      }
-      doc.unknownKeys(item, item_path, {"key", "path", "env"});
-      SecretFileItem file;
-      file.key = doc.string(item, "key", item_path + ".key", true).value_or("");
-      if (!file.key.empty() && !isSecretKey(file.key)) {
-        doc.error(item_path + ".key",
-                  cat("`", file.key, "` is not a valid Secret key ([-._a-zA-Z0-9]+)"));
-        continue;
-      }
-      file.path = doc.string(item, "path", item_path + ".path").value_or(file.key);
-      if (file.path.empty()) {
-        continue;  // The key was missing: already reported.
-      }
-      if (!isSafeRelativePath(file.path)) {
-        doc.error(item_path + ".path",
-                  cat("`", file.path,
-                      "` must be a relative path of [A-Za-z0-9._-] components without `.` or "
-                      "`..` (files live in the run's private directory)"));
-        continue;
-      }
-      if (!paths.insert(file.path).second) {
-        doc.error(item_path + ".path", cat("`", file.path, "` is written more than once"));
-        continue;
-      }
-      file.env = envNameField(doc, item, "env", item_path + ".env", false).value_or("");
-      if (!file.env.empty()) {
-        const bool in_env = m.spec.env.contains(file.env) ||
-                            std::any_of(m.secret_env.begin(), m.secret_env.end(),
-                                        [&](const SecretEnvVar& v) { return v.name == file.env; });
-        if (in_env || !vars.insert(file.env).second) {
-          doc.error(item_path + ".env",
-                    cat("`", file.env, "` is also set by ",
-                        in_env ? "spec.env" : "another spec.files item", "; set it once"));
-          continue;
-        }
-      }
-      files.items.push_back(std::move(file));
-    }
-    m.files.push_back(std::move(files));
-  }
+  return resource;
 }
 
 void parseConnector(const YAML::Node& root, Doc& doc, const std::string& ns,
                     const std::string& name, Manifests& out) {
-  ConnectorManifest m;
-  m.origin = doc.origin();
-  m.ns = ns;
-  m.name = name;
-  m.spec.name = name;
-  const YAML::Node spec = root["spec"];
-  if (!spec) {
-    doc.error("spec", "required field is missing");
-    return;
-  }
-  if (!doc.mapping(spec, "spec")) {
-    return;
-  }
-  doc.unknownKeys(
-      spec, "spec",
-      {"description", "source", "uri", "ref", "sha256", "installCommand", "updateCommand",
-       "command", "env", "envFrom", "files", "secretRef", "handshake"});
-  const int before = doc.count();
-  m.spec.description = doc.string(spec, "description", "spec.description").value_or("");
-  if (auto source = doc.string(spec, "source", "spec.source", true)) {
-    if (*source == "VCS") {
-      m.spec.source = installer::Source::Vcs;
-    } else if (*source == "HTTP") {
-      m.spec.source = installer::Source::Http;
-    } else if (*source == "Local") {
-      m.spec.source = installer::Source::Local;
-    } else {
-      doc.error("spec.source", cat("must be one of VCS, HTTP, Local, got `", *source, "`"));
-    }
-  }
-  m.spec.uri = doc.string(spec, "uri", "spec.uri", true).value_or("");
-  m.spec.ref = doc.string(spec, "ref", "spec.ref").value_or("");
-  m.spec.sha256 = doc.string(spec, "sha256", "spec.sha256").value_or("");
-  m.spec.install_command = doc.string(spec, "installCommand", "spec.installCommand").value_or("");
-  m.spec.update_command = doc.string(spec, "updateCommand", "spec.updateCommand").value_or("");
-  m.spec.command = doc.string(spec, "command", "spec.command", true).value_or("");
-  parseEnv(spec, doc, m);
-  parseEnvFrom(spec, doc, m);
-  parseFiles(spec, doc, m);
-  if (const YAML::Node ref = spec["secretRef"];
-      ref && !ref.IsNull() && doc.mapping(ref, "spec.secretRef")) {
-    doc.unknownKeys(ref, "spec.secretRef", {"name"});
-    m.spec.secret_ref = doc.string(ref, "name", "spec.secretRef.name", true).value_or("");
-  }
-  if (const YAML::Node hs = spec["handshake"];
-      hs && !hs.IsNull() && doc.mapping(hs, "spec.handshake")) {
-    doc.unknownKeys(hs, "spec.handshake",
-                    {"cookieKey", "cookieValue", "protocolVersions", "pluginName"});
-    if (auto key = doc.string(hs, "cookieKey", "spec.handshake.cookieKey")) {
-      m.handshake.cookie_key = *key;
-    }
-    if (auto value = doc.string(hs, "cookieValue", "spec.handshake.cookieValue")) {
-      m.handshake.cookie_value = *value;
-    }
-    if (const YAML::Node versions = hs["protocolVersions"]; versions && !versions.IsNull()) {
-      const nlohmann::json list = toJson(versions);
-      std::vector<int> parsed;
-      bool ok = list.is_array() && !list.empty();
-      for (const auto& v : list) {
-        ok = ok && v.is_number_integer() && v.get<std::int64_t>() >= 1 &&
-             v.get<std::int64_t>() < 1000000;
-        if (ok) {
-          parsed.push_back(v.get<int>());
-        }
-      }
-      if (!ok) {
-        doc.error("spec.handshake.protocolVersions", "must be a non-empty list of integers >= 1",
-                  &versions);
-      } else {
-        m.handshake.protocol_versions = parsed;
-      }
-    }
-  }
-  if (doc.count() == before) {
-    if (absl::Status valid = installer::validate(m.spec); !valid.ok()) {
-      doc.error("spec", std::string(valid.message()));
-    }
-  }
-  out.connectors.push_back(std::move(m));
+  out.connectors.push_back(parseResource<api::Connector>(root, doc, ns, name, api::parseConnector));
 }
 
 void parseSyncJob(const YAML::Node& root, Doc& doc, const std::string& ns, const std::string& name,
                   Manifests& out) {
-  SyncJobManifest m;
-  m.origin = doc.origin();
-  m.ns = ns;
-  m.name = name;
-  if (name.size() > 52) {
-    doc.error("metadata.name", cat("must be at most 52 characters (run names append a suffix), "
-                                   "got ",
-                                   name.size()));
-  }
-  const YAML::Node spec = root["spec"];
-  if (!spec) {
-    doc.error("spec", "required field is missing");
-    return;
-  }
-  if (!doc.mapping(spec, "spec")) {
-    return;
-  }
-  doc.unknownKeys(spec, "spec",
-                  {"connectorRef", "options", "optionsFrom", "schedule", "timeZone", "suspend",
-                   "concurrencyPolicy", "startingDeadlineSeconds", "backoffLimit",
-                   "activeDeadlineSeconds", "deletionPolicy", "deletionGuard", "agentSelector",
-                   "successfulRunsHistoryLimit", "failedRunsHistoryLimit"});
-  if (const YAML::Node ref = spec["connectorRef"]; !ref || ref.IsNull()) {
-    doc.error("spec.connectorRef", "required field is missing");
-  } else if (doc.mapping(ref, "spec.connectorRef")) {
-    doc.unknownKeys(ref, "spec.connectorRef", {"name"});
-    m.connector_ref = doc.string(ref, "name", "spec.connectorRef.name", true).value_or("");
-  }
-  const YAML::Node options = spec["options"];
-  const YAML::Node options_from = spec["optionsFrom"];
-  const bool has_options = options && !options.IsNull();
-  const bool has_options_from = options_from && !options_from.IsNull();
-  if (has_options == has_options_from) {
-    doc.error("spec", has_options ? "exactly one of spec.options and spec.optionsFrom must be set, "
-                                    "both are"
-                                  : "exactly one of spec.options and spec.optionsFrom must be set "
-                                    "(use `options: {}` for none)");
-  }
-  if (has_options) {
-    if (!options.IsMap()) {
-      doc.error("spec.options",
-                cat("must be a mapping (a JSON object), got ", describeType(options)), &options);
-    } else {
-      m.options_json = toJson(options).dump();
-    }
-  }
-  if (has_options_from && doc.mapping(options_from, "spec.optionsFrom")) {
-    doc.unknownKeys(options_from, "spec.optionsFrom", {"secretKeyRef"});
-    const YAML::Node ref = options_from["secretKeyRef"];
-    if (!ref || ref.IsNull()) {
-      doc.error("spec.optionsFrom.secretKeyRef", "required field is missing");
-    } else if (doc.mapping(ref, "spec.optionsFrom.secretKeyRef")) {
-      doc.unknownKeys(ref, "spec.optionsFrom.secretKeyRef", {"name", "key"});
-      auto secret = doc.string(ref, "name", "spec.optionsFrom.secretKeyRef.name", true);
-      auto key = doc.string(ref, "key", "spec.optionsFrom.secretKeyRef.key", true);
-      if (secret && key) {
-        m.options_from = SecretKeyRef{*secret, *key};
-      }
-    }
-  }
-  if (auto policy = doc.string(spec, "deletionPolicy", "spec.deletionPolicy")) {
-    if (*policy == "Keep") {
-      m.deletion_policy = store::DeletionPolicy::Keep;
-    } else if (*policy == "Mark") {
-      m.deletion_policy = store::DeletionPolicy::Mark;
-    } else if (*policy == "Delete") {
-      m.deletion_policy = store::DeletionPolicy::Delete;
-    } else {
-      doc.error("spec.deletionPolicy",
-                cat("must be one of Keep, Mark, Delete, got `", *policy, "`"));
-    }
-  }
-  if (const YAML::Node guard = spec["deletionGuard"];
-      guard && !guard.IsNull() && doc.mapping(guard, "spec.deletionGuard")) {
-    doc.unknownKeys(guard, "spec.deletionGuard", {"maxDeletePercent"});
-    if (auto percent =
-            doc.integer(guard, "maxDeletePercent", "spec.deletionGuard.maxDeletePercent", 0)) {
-      if (*percent > 100) {
-        doc.error("spec.deletionGuard.maxDeletePercent",
-                  cat("must be between 0 and 100, got ", *percent));
-      } else {
-        m.deletion_guard.max_delete_percent = static_cast<int>(*percent);
-      }
-    }
-  }
-  if (auto policy = doc.string(spec, "concurrencyPolicy", "spec.concurrencyPolicy");
-      policy && *policy != "Forbid" && *policy != "Replace") {
-    doc.error("spec.concurrencyPolicy", cat("must be Forbid or Replace, got `", *policy, "`"));
-  }
-  m.schedule = doc.string(spec, "schedule", "spec.schedule");
-  static_cast<void>(doc.string(spec, "timeZone", "spec.timeZone"));
-  m.suspend = doc.boolean(spec, "suspend", "spec.suspend").value_or(false);
-  static_cast<void>(
-      doc.integer(spec, "startingDeadlineSeconds", "spec.startingDeadlineSeconds", 0));
-  static_cast<void>(doc.integer(spec, "backoffLimit", "spec.backoffLimit", 0));
-  m.active_deadline_seconds =
-      doc.integer(spec, "activeDeadlineSeconds", "spec.activeDeadlineSeconds", 1);
-  static_cast<void>(
-      doc.integer(spec, "successfulRunsHistoryLimit", "spec.successfulRunsHistoryLimit", 0));
-  static_cast<void>(doc.integer(spec, "failedRunsHistoryLimit", "spec.failedRunsHistoryLimit", 0));
-  if (const YAML::Node selector = spec["agentSelector"]; selector && !selector.IsNull()) {
-    doc.mapping(selector, "spec.agentSelector");
-  }
-  out.syncjobs.push_back(std::move(m));
+  out.syncjobs.push_back(parseResource<api::SyncJob>(root, doc, ns, name, api::parseSyncJob));
 }
 
 void parseSecret(const YAML::Node& root, Doc& doc, const std::string& ns, const std::string& name,

@@ -89,39 +89,6 @@ std::filesystem::path secretDir(const ParsedArgs& args) {
          "secrets";
 }
 
-std::string envName(const std::string& secret, const std::string& key) {
-  return secretVariable(secret, key);
-}
-
-// optionsFrom.secretKeyRef in local mode: a Secret manifest, a file, or an environment variable.
-absl::StatusOr<std::string> resolveSecret(const Manifests& manifests, const SyncJobManifest& job,
-                                          const std::filesystem::path& dir) {
-  const SecretKeyRef& ref = *job.options_from;
-  for (const auto& secret : manifests.secrets) {
-    if (secret.ns == job.ns && secret.name == ref.name) {
-      if (auto it = secret.data.find(ref.key); it != secret.data.end()) {
-        return it->second;
-      }
-      return absl::InvalidArgumentError(cat(job.origin, ": spec.optionsFrom.secretKeyRef: Secret ",
-                                            job.ns, "/", ref.name,
-                                            " in the given files has no key `", ref.key, "`"));
-    }
-  }
-  const std::filesystem::path file = dir / ref.name / ref.key;
-  std::error_code ec;
-  if (std::filesystem::exists(file, ec)) {
-    return readFile(file);
-  }
-  const std::string var = envName(ref.name, ref.key);
-  if (const char* value = std::getenv(var.c_str()); value != nullptr) {
-    return std::string(value);
-  }
-  return absl::InvalidArgumentError(
-      cat(job.origin, ": spec.optionsFrom.secretKeyRef: secret `", ref.name, "` key `", ref.key,
-          "` not found; in local mode put the options in ", file.string(), " (--secret-dir), set ",
-          var, ", or add a v1 Secret manifest with -f"));
-}
-
 absl::StatusOr<SyncPlan> planFromManifests(const ParsedArgs& args, const std::string& ns) {
   auto manifests = loadManifests(args.all("-f"), ns);
   if (!manifests.ok()) {
@@ -174,28 +141,26 @@ absl::StatusOr<SyncPlan> planFromManifests(const ParsedArgs& args, const std::st
   plan.ns = job->ns;
   plan.name = job->name;
   plan.connector = connector->spec;
-  plan.handshake = connector->handshake;
-  plan.deletion_policy = job->deletion_policy;
-  plan.deletion_guard = job->deletion_guard;
+  plan.handshake = sync::hostHandshake(connector->handshake);
+  plan.deletion_policy =
+      store::parseDeletionPolicy(job->deletion_policy).value_or(store::DeletionPolicy::Mark);
+  plan.deletion_guard.max_delete_percent = job->max_delete_percent;
   if (job->active_deadline_seconds) {
     plan.active_deadline = std::chrono::seconds(*job->active_deadline_seconds);
   }
-  auto credentials = resolveCredentials(*connector, LocalSecrets(*manifests, secretDir(args)));
+  const LocalSecrets secrets(*manifests, secretDir(args));
+  auto credentials = api::resolveCredentials(*connector, secrets);
   if (!credentials.ok()) {
     return credentials.status();
   }
   plan.secret_env = std::move(credentials->env);
   plan.files = std::move(credentials->files);
   plan.notes.insert(plan.notes.end(), credentials->notes.begin(), credentials->notes.end());
-  if (job->options_json) {
-    plan.options = *job->options_json;
-  } else {
-    auto secret = resolveSecret(*manifests, *job, secretDir(args));
-    if (!secret.ok()) {
-      return secret.status();
-    }
-    plan.options = *std::move(secret);
+  auto options = api::resolveOptions(*job, secrets);
+  if (!options.ok()) {
+    return options.status();
   }
+  plan.options = *std::move(options);
   if (job->schedule) {
     plan.notes.push_back(cat("spec.schedule `", *job->schedule,
                              "` is for the controller; `tributary run` runs the SyncJob once now"));

@@ -47,70 +47,6 @@ std::optional<TimePoint> timeAt(const Json& j, const std::string& pointer) {
   return kube::parseTime(s);
 }
 
-bool isEnvName(const std::string& name) {
-  return !name.empty() && name.size() <= 128 &&
-         (std::isalpha(static_cast<unsigned char>(name[0])) != 0 || name[0] == '_') &&
-         std::all_of(name.begin(), name.end(), [](char c) {
-           return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_';
-         });
-}
-
-// spec.env is untyped in the CRD (a Pod-style list, or the older name → value mapping), so its
-// shape is checked here. Returns the plain values as a mapping: what the install hash covers
-// (the same for both forms; values from Secrets never are).
-Json checkEnv(const Json& env, std::vector<std::string>& problems) {
-  Json plain = Json::object();
-  if (env.is_null()) {
-    return plain;
-  }
-  if (env.is_object()) {
-    for (const auto& [name, value] : env.items()) {
-      if (!isEnvName(name)) {
-        problems.push_back(
-            strings::cat("spec.env key \"", name, "\" is not an environment variable name"));
-      } else if (!value.is_string()) {
-        problems.push_back(strings::cat("spec.env.", name, " must be a string"));
-      } else {
-        plain[name] = value;
-      }
-    }
-    return plain;
-  }
-  if (!env.is_array() || env.size() > 64) {
-    problems.emplace_back(
-        "spec.env must be a list (at most 64) of {name, value} or {name, valueFrom: "
-        "{secretKeyRef}}, or a mapping of name to value");
-    return plain;
-  }
-  std::set<std::string> seen;
-  for (std::size_t i = 0; i < env.size(); ++i) {
-    const Json& item = env[i];
-    const std::string path = strings::cat("spec.env[", i, "]");
-    const std::string name = item.is_object() ? str(item, "/name") : std::string();
-    if (!isEnvName(name) || !seen.insert(name).second) {
-      problems.push_back(
-          strings::cat(path, ".name must be an environment variable name, set once"));
-      continue;
-    }
-    const bool has_value = item.contains("value") && !item["value"].is_null();
-    const bool has_from = item.contains("valueFrom") && !item["valueFrom"].is_null();
-    if (has_value && has_from) {
-      problems.push_back(strings::cat(path, " has both value and valueFrom"));
-    } else if (has_from) {
-      if (str(item, "/valueFrom/secretKeyRef/name").empty() ||
-          str(item, "/valueFrom/secretKeyRef/key").empty()) {
-        problems.push_back(strings::cat(path, ".valueFrom.secretKeyRef needs name and key (only ",
-                                        "secretKeyRef is supported)"));
-      }
-    } else if (has_value && !item["value"].is_string()) {
-      problems.push_back(strings::cat(path, ".value must be a string"));
-    } else {
-      plain[name] = has_value ? item["value"] : Json("");
-    }
-  }
-  return plain;
-}
-
 std::string phaseOf(const Json& run) {
   const std::string p = str(run, "/status/phase");
   return p.empty() ? "Pending" : p;
@@ -180,12 +116,6 @@ std::uint64_t fnv64(std::string_view s) {
     h *= 1099511628211ULL;
   }
   return h;
-}
-
-std::string hex64(std::uint64_t v) {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
-  return buf;
 }
 
 std::chrono::milliseconds until(TimePoint when, TimePoint now) {
@@ -642,26 +572,12 @@ Controller::Result Controller::reconcileConnector(const std::string& key) {
   if (!conditions.is_array()) {
     conditions = Json::array();
   }
-  // Validation beyond the CRD's CEL rules (which the API server already enforces).
-  std::vector<std::string> problems;
-  const std::string source = str(c, "/spec/source");
-  const std::string uri = str(c, "/spec/uri");
-  if (source != "VCS" && source != "HTTP" && source != "Local") {
-    problems.push_back(strings::cat("spec.source \"", source, "\" must be VCS, HTTP or Local"));
-  }
-  if (uri.empty()) {
-    problems.emplace_back("spec.uri is required");
-  }
-  if (str(c, "/spec/command").empty()) {
-    problems.emplace_back("spec.command is required");
-  }
-  if (uri.find("://") != std::string::npos && uri.find('@') != std::string::npos &&
-      uri.find('@') < uri.find('/', uri.find("://") + 3)) {
-    problems.emplace_back("spec.uri must not carry credentials; use spec.secretRef");
-  }
-  const Json plain_env = checkEnv(at(c, "/spec/env"), problems);
+  // Validation beyond the CRD's CEL rules (which the API server already enforces): lib/api's,
+  // the same checks the agent and the CLI make.
+  std::vector<api::Problem> problems;
+  const api::Connector parsed = api::parseConnector(c, problems);
   const bool accepted = problems.empty();
-  const std::string message = accepted ? "the spec is valid" : strings::join(problems, "; ");
+  const std::string message = accepted ? "the spec is valid" : api::describe(problems);
   const auto* before = kube::findCondition(old_conditions, "Accepted");
   const bool was_accepted = before != nullptr && (*before)["status"] == "True";
   kube::setCondition(conditions, "Accepted", accepted ? "True" : "False",
@@ -690,13 +606,7 @@ Controller::Result Controller::reconcileConnector(const std::string& key) {
   kube::setCondition(conditions, "Ready", ready ? "True" : "False", ready_reason, ready_message,
                      gen, Clock::now());
   status["observedGeneration"] = gen;
-  Json hashed = {{"source", at(c, "/spec/source")},
-                 {"uri", at(c, "/spec/uri")},
-                 {"ref", at(c, "/spec/ref")},
-                 {"sha256", at(c, "/spec/sha256")},
-                 {"install", at(c, "/spec/installCommand")},
-                 {"env", plain_env.empty() ? Json() : plain_env}};
-  status["specHash"] = hex64(fnv64(hashed.dump()));
+  status["specHash"] = parsed.specHash();
   if (status != old_status) {
     Json updated = c;
     updated["status"] = status;

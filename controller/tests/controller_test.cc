@@ -252,7 +252,7 @@ TEST_F(ControllerTest, ConnectorEnvIsCheckedAndOnlyPlainValuesAreHashed) {
   const Json* accepted = kube::findCondition(env_bad["status"]["conditions"], "Accepted");
   ASSERT_NE(accepted, nullptr);
   EXPECT_NE((*accepted)["message"].get<std::string>().find(
-                "spec.env[0].name must be an environment variable name"),
+                "spec.env[0].name: `1BAD` is not an environment variable name"),
             std::string::npos)
       << accepted->dump();
 }

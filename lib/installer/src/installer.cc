@@ -21,14 +21,6 @@
 
 namespace tributary::installer {
 
-plugin_host::LaunchSpec Installation::launchSpec() const {
-  plugin_host::LaunchSpec spec;
-  spec.command = command;
-  spec.working_dir = root;
-  spec.env = env;
-  return spec;
-}
-
 std::vector<std::string> Options::defaultInheritedEnv() {
   return {"PATH",          "HOME",        "USER",        "LOGNAME",     "LANG",
           "LANGUAGE",      "LC_*",        "TZ",          "TMPDIR",      "SSL_CERT_FILE",

@@ -4,6 +4,7 @@
 
 #include "tributary/installer/installer.h"
 #include "tributary/plugin_host/plugin_host.h"
+#include "tributary/sync/sync.h"
 
 #include "test_util.h"
 
@@ -93,7 +94,7 @@ TEST(EndToEndTest, GoConnectorFromGitThroughThePluginHost) {
 
   plugin_host::Options host_options;
   host_options.start_timeout = std::chrono::seconds(30);
-  auto client = plugin_host::PluginClient::start(v1->launchSpec(), host_options);
+  auto client = plugin_host::PluginClient::start(sync::launchSpec(*v1), host_options);
   ASSERT_TRUE(client.ok()) << client.status();
   CountingSink sink;
   auto result = (*client)->sync(R"({"names":["Ada","Linus"]})", sink, std::chrono::seconds(60));
@@ -122,7 +123,7 @@ TEST(EndToEndTest, GoConnectorFromGitThroughThePluginHost) {
   (*client)->kill();
 
   // ...and the new one has four pages.
-  auto client2 = plugin_host::PluginClient::start(v2->launchSpec(), host_options);
+  auto client2 = plugin_host::PluginClient::start(sync::launchSpec(*v2), host_options);
   ASSERT_TRUE(client2.ok()) << client2.status();
   CountingSink sink2;
   auto result2 = (*client2)->sync("{}", sink2, std::chrono::seconds(60));

@@ -71,9 +71,7 @@ TEST_F(LocalTest, InstallsTreeAndReusesIt) {
   EXPECT_TRUE(fs::is_symlink(inst->root / "lib/conn-link"));
   EXPECT_EQ(fs::read_symlink(inst->root / "lib/conn-link"), "../conn.sh");
 
-  const plugin_host::LaunchSpec launch = inst->launchSpec();
-  EXPECT_EQ(launch.command, "./conn.sh");
-  EXPECT_EQ(launch.working_dir, inst->root);
+  EXPECT_EQ(inst->command, "./conn.sh");
   EXPECT_EQ(testing::shOk("sh -c ./conn.sh", inst->root), "v1\n");
 
   auto again = installer->install(spec());
@@ -120,7 +118,7 @@ TEST_F(LocalTest, InstallCommandRunsInTheRootWithSpecEnv) {
   ASSERT_TRUE(inst.ok()) << inst.status();
   EXPECT_EQ(testing::shOk("./built.sh", inst->root), "hello\n");
   EXPECT_EQ(inst->env.at("GREETING"), "hello");
-  EXPECT_EQ(inst->launchSpec().env.at("GREETING"), "hello");
+  EXPECT_EQ(inst->env.at("GREETING"), "hello");
 }
 
 TEST_F(LocalTest, FailingInstallCommandLeavesNothing) {

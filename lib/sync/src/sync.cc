@@ -19,7 +19,9 @@ class StoreSink : public ph::PageSink {
   StoreSink(store::Run& run, Observer& observer) : run_(run), observer_(observer) {}
 
   absl::Status onPage(const proto::SyncResponse& page) override {
+    const auto started = Clock::now();
     absl::Status written = run_.writePage(page);
+    const double write_seconds = std::chrono::duration<double>(Clock::now() - started).count();
     if (!written.ok()) {
       remember(written);
       return written;
@@ -29,6 +31,7 @@ class StoreSink : public ph::PageSink {
         objects_.fetch_add(static_cast<std::uint64_t>(page.response_size())) +
         static_cast<std::uint64_t>(page.response_size());
     observer_.onPage(pages, objects);
+    observer_.onCounters(run_.counters(), write_seconds);
     return absl::OkStatus();
   }
 
@@ -182,10 +185,11 @@ std::optional<Failure> Pipeline::execute() {
   }
   store::Run& run = **begun;
   outcome_.run_id = run.id();
+  observer_.onLocked(run_spec.fencing_token, run.id());
 
   // 3. The connector process: its environment beyond the installed spec's. Credentials never
   // reach install commands or the install hash, and are never logged.
-  ph::LaunchSpec launch = outcome_.installation->launchSpec();
+  ph::LaunchSpec launch = sync::launchSpec(*outcome_.installation);
   std::unique_ptr<RunDirectory> run_dir;
   if (!plan_.files.empty()) {
     auto dir = RunDirectory::create(plan_.files);
@@ -256,6 +260,22 @@ std::optional<Failure> Pipeline::execute() {
 }
 
 }  // namespace
+
+plugin_host::LaunchSpec launchSpec(const installer::Installation& installation) {
+  plugin_host::LaunchSpec spec;
+  spec.command = installation.command;
+  spec.working_dir = installation.root;
+  spec.env = installation.env;
+  return spec;
+}
+
+plugin_host::HandshakeConfig hostHandshake(const api::Handshake& handshake) {
+  plugin_host::HandshakeConfig config;
+  config.cookie_key = handshake.cookie_key;
+  config.cookie_value = handshake.cookie_value;
+  config.protocol_versions = handshake.protocol_versions;
+  return config;
+}
 
 std::string_view stageName(Stage stage) {
   switch (stage) {

@@ -15,6 +15,7 @@
 //  * an agent reports a failed attempt by setting condition Failed=True on a Bound/Running run
 //    (the controller retries up to backoffLimit, or fails it); phase Failed is final.
 
+#include "tributary/api/resources.h"
 #include "tributary/common/log.h"
 #include "tributary/controller/cron.h"
 #include "tributary/kube/client.h"
@@ -33,13 +34,14 @@
 
 namespace tributary::controller {
 
-inline constexpr std::string_view kRunNowAnnotation = "tributary.dev/run-now";
-inline constexpr std::string_view kNotBeforeAnnotation = "tributary.dev/not-before";
-inline constexpr std::string_view kScheduledAnnotation = "tributary.dev/scheduled-timestamp";
-inline constexpr std::string_view kSyncJobLabel = "tributary.dev/syncjob";
-inline constexpr std::string_view kAgentLabel = "tributary.dev/agent";
-inline constexpr std::string_view kCapacityAnnotation = "tributary.dev/capacity";
-inline constexpr int kDefaultAgentCapacity = 4;
+// The conventions (annotations, labels, the agent Lease) are lib/api's.
+using api::kAgentLabel;
+using api::kCapacityAnnotation;
+using api::kDefaultAgentCapacity;
+using api::kNotBeforeAnnotation;
+using api::kRunNowAnnotation;
+using api::kScheduledAnnotation;
+using api::kSyncJobLabel;
 
 struct ControllerOptions {
   std::shared_ptr<kube::Client> client;

@@ -3,7 +3,6 @@
 #include "tributary/common/log.h"
 #include "tributary/installer/secrets.h"
 #include "tributary/installer/spec.h"
-#include "tributary/plugin_host/plugin_host.h"
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -104,9 +103,6 @@ struct Installation {
   std::chrono::milliseconds install_duration{0};
   /// Shared by copies; the version is not garbage-collected while any copy lives.
   std::shared_ptr<const VersionLease> lease;
-
-  /// `/bin/sh -c <command>` in `root` with `env`, c1's rule.
-  [[nodiscard]] plugin_host::LaunchSpec launchSpec() const;
 };
 
 struct VersionInfo {

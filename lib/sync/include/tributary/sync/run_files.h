@@ -3,6 +3,8 @@
 // Files a connector gets for one run (a Connector's spec.files: credential files from Secrets),
 // in a private directory that lives as long as the run.
 
+#include "tributary/api/credentials.h"
+
 #include "absl/status/statusor.h"
 
 #include <filesystem>
@@ -13,13 +15,8 @@
 
 namespace tributary::sync {
 
-/// A file the connector gets for one run (spec.files): `path` is relative to the run's private
-/// directory; `env` (optional) gets its absolute path.
-struct RunFile {
-  std::string path;
-  std::string content;  ///< Secret: never printed or logged.
-  std::string env;
-};
+/// A file the connector gets for one run (spec.files), as lib/api resolves it.
+using RunFile = api::CredentialFile;
 
 /// The run's private directory: 0700, under `$XDG_RUNTIME_DIR` (else `$TMPDIR`, else /tmp), with
 /// each file written 0600 (subdirectories 0700). The destructor removes it all.

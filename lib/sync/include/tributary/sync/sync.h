@@ -13,6 +13,7 @@
 //   sync::Outcome outcome = sync::runSync(plan, services, stop_token, observer);
 //   if (!outcome.succeeded()) report(outcome.failure->reason, outcome.failure->retriable, ...);
 
+#include "tributary/api/resources.h"
 #include "tributary/common/log.h"
 #include "tributary/installer/installer.h"
 #include "tributary/installer/spec.h"
@@ -77,6 +78,11 @@ class Observer {
   virtual void onStage(Stage /*stage*/, const std::string& /*detail*/) {}
   /// A page was committed (on the host's page thread, one call at a time): running totals.
   virtual void onPage(std::uint64_t /*pages*/, std::uint64_t /*objects*/) {}
+  /// The store run's counters after the same page (upserted, unchanged, … so far) and how long
+  /// the page's transaction took.
+  virtual void onCounters(const store::RunCounters& /*counters*/, double /*write_seconds*/) {}
+  /// The source is locked and the store run begun: the run's fencing token and store id.
+  virtual void onLocked(std::int64_t /*fencing_token*/, std::int64_t /*run_id*/) {}
 };
 
 /// Why a run failed, for the caller's exit codes, SyncRun reasons and metrics.
@@ -110,6 +116,12 @@ struct Outcome {
   double sync_seconds = 0;                      ///< From Sync's start to its end.
   [[nodiscard]] bool succeeded() const { return !failure.has_value(); }
 };
+
+/// How to start an installed version: `/bin/sh -c <command>` in its root with its env (c1's rule).
+plugin_host::LaunchSpec launchSpec(const installer::Installation& installation);
+
+/// The host's handshake settings for a Connector's spec.handshake.
+plugin_host::HandshakeConfig hostHandshake(const api::Handshake& handshake);
 
 /// Runs the plan to its end. Never throws; every failure is an Outcome with its reason. On any
 /// failure after the store run began, the run is recorded failed and nothing is deleted.
