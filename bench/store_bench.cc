@@ -3,6 +3,7 @@
 //
 //   store_bench [--objects 1000000] [--page-sizes 100,1000,10000] [--repeat 1]
 //               [--methods raw-unnest,raw-copy,writer,writer-copy,naive]
+//               [--dsn DSN --server-pid PID]  (an existing server instead of a private one)
 //   (more writer variants: writer-classify, writer-insert: the page shapes fixed)
 //
 // For every page size and method, on a fresh schema with the store's objects table:
@@ -504,6 +505,8 @@ int main(int argc, char** argv) {
   std::vector<int> page_sizes = {100, 1000, 10000};
   std::vector<std::string> methods = {"raw-unnest", "raw-copy", "writer", "writer-copy", "naive"};
   int repeat = 1;
+  std::string external_dsn;  // another benchmark's database (agent_bench): same server, same run
+  pid_t external_pid = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     if (i + 1 >= argc) {
@@ -519,6 +522,10 @@ int main(int argc, char** argv) {
       repeat = std::stoi(value);
     } else if (flag == "--methods") {
       methods = parseNames(value);
+    } else if (flag == "--dsn") {
+      external_dsn = value;
+    } else if (flag == "--server-pid") {  // with --dsn: the postmaster, for the CPU figures
+      external_pid = std::stoi(value);
     } else {
       std::cerr << "store_bench: unknown flag " << flag << "\n";
       return 2;
@@ -532,11 +539,14 @@ int main(int argc, char** argv) {
                          "checkpoint_timeout=1h", "autovacuum=off",   "wal_level=replica",
                          "work_mem=64MB"};
   tributary::harness::PostgresServer server(pg_options);
-  if (absl::Status s = server.start(); !s.ok()) {
-    std::cerr << "cannot start PostgreSQL: " << s << "\n";
-    return 1;
+  if (external_dsn.empty()) {
+    if (absl::Status s = server.start(); !s.ok()) {
+      std::cerr << "cannot start PostgreSQL: " << s << "\n";
+      return 1;
+    }
   }
-  const std::string dsn = server.dsn();
+  const std::string dsn = external_dsn.empty() ? server.dsn() : external_dsn;
+  const pid_t postmaster = external_dsn.empty() ? server.pid() : external_pid;
   Conn admin(dsn);
   std::cerr << "PostgreSQL " << admin.exec("SHOW server_version") << " on " << dsn
             << " (fsync=" << admin.exec("SHOW fsync")
@@ -602,12 +612,12 @@ int main(int argc, char** argv) {
           admin.exec("CHECKPOINT");
           const std::string before = walNow();
           const double client_before = clientCpuSeconds();
-          const double cpu_before = serverCpuSeconds(server.pid()) + client_before;
+          const double cpu_before = serverCpuSeconds(postmaster) + client_before;
           const Clock::time_point start = Clock::now();
           method->writePhase(*pages, phase_number);
           const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
           const double client_cpu = clientCpuSeconds() - client_before;
-          const double cpu = serverCpuSeconds(server.pid()) + clientCpuSeconds() - cpu_before;
+          const double cpu = serverCpuSeconds(postmaster) + clientCpuSeconds() - cpu_before;
           phase->wal_bytes = walDiff(before, walNow());
           if (seconds - method->finishSeconds() < phase->seconds - phase->finish_seconds) {
             phase->seconds = seconds;

@@ -6,6 +6,8 @@
 #   scripts/bench.sh host       only the plugin-host throughput benchmark
 #   scripts/bench.sh store      only the store's page writer vs raw libpq (1 000 000 objects)
 #   scripts/bench.sh controller only the controller on a real kube-apiserver (1 000 and 10 000 jobs)
+#   scripts/bench.sh agent      one SyncRun of 1 000 000 objects via controller → agent, beside
+#                               `tributary run` and the raw ceiling, fsync on
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,4 +36,10 @@ fi
 if [[ $which == all || $which == controller ]]; then
   cmake --build "${build}" -j2 --target controller_bench
   TRIBUTARY_KUBE_BIN_DIR="${build}/kube-bin" "${build}/bench/controller_bench" --jobs 1000,10000
+fi
+
+if [[ $which == all || $which == agent ]]; then
+  cmake --build "${build}" -j2 --target agent_bench
+  TRIBUTARY_KUBE_BIN_DIR="${build}/kube-bin" "${build}/bench/agent_bench" --objects 1000000 \
+    --page-size 1000 --small 100000
 fi

@@ -6,18 +6,15 @@
 #include "tributary/kube/config.h"
 #include "tributary/kube/leader_election.h"
 #include "tributary/kube/metrics.h"
-
-#include "http_server.h"
+#include "tributary/metrics/http_server.h"
+#include "tributary/metrics/process.h"
 
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
-#include <dirent.h>
-#include <fstream>
 #include <iostream>
 #include <random>
 #include <signal.h>
-#include <sstream>
 #include <unistd.h>
 
 namespace {
@@ -51,49 +48,6 @@ std::chrono::milliseconds parseDuration(const std::string& s) {
     return std::chrono::milliseconds(static_cast<std::int64_t>(v * 60000));
   }
   return std::chrono::milliseconds(static_cast<std::int64_t>(v * 1000));
-}
-
-void addProcessMetrics(metrics::Registry& registry) {
-  auto& cpu = registry.counter("process_cpu_seconds_total",
-                               "Total user and system CPU time spent in seconds.");
-  auto& rss = registry.gauge("process_resident_memory_bytes", "Resident memory size in bytes.");
-  auto& fds = registry.gauge("process_open_fds", "Number of open file descriptors.");
-  auto& start = registry.gauge("process_start_time_seconds",
-                               "Start time of the process since unix epoch in seconds.");
-  start.with({}).set(static_cast<double>(std::chrono::duration_cast<std::chrono::seconds>(
-                                             std::chrono::system_clock::now().time_since_epoch())
-                                             .count()));
-  auto last_cpu = std::make_shared<double>(0);
-  registry.addCollectHook([&cpu, &rss, &fds, last_cpu] {
-    std::ifstream stat("/proc/self/stat");
-    std::string line;
-    std::getline(stat, line);
-    const auto close = line.rfind(')');
-    if (close != std::string::npos) {
-      std::istringstream in(line.substr(close + 2));
-      std::vector<std::string> f;
-      std::string x;
-      while (in >> x) {
-        f.push_back(x);
-      }
-      // Fields after the command: state(0) ... utime(11) stime(12) ... rss(21).
-      if (f.size() > 21) {
-        const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
-        const double total = (std::atof(f[11].c_str()) + std::atof(f[12].c_str())) / ticks;
-        cpu.with({}).inc(total - *last_cpu);
-        *last_cpu = total;
-        rss.with({}).set(std::atof(f[21].c_str()) * static_cast<double>(sysconf(_SC_PAGESIZE)));
-      }
-    }
-    int n = 0;
-    if (DIR* d = opendir("/proc/self/fd"); d != nullptr) {
-      while (readdir(d) != nullptr) {
-        ++n;
-      }
-      closedir(d);
-    }
-    fds.with({}).set(std::max(0, n - 3));
-  });
 }
 
 }  // namespace
@@ -201,7 +155,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   auto registry = std::make_shared<metrics::Registry>();
-  addProcessMetrics(*registry);
+  metrics::addProcessMetrics(*registry);
   std::string host = config->server;
   if (const auto p = host.find("://"); p != std::string::npos) {
     host = host.substr(p + 3);
@@ -229,26 +183,14 @@ int main(int argc, char** argv) {
   options.logger = log;
   controller::Controller ctrl(options);
 
-  std::vector<std::unique_ptr<controller::HttpServer>> servers;
+  std::vector<std::unique_ptr<metrics::HttpServer>> servers;
   auto serve = [&](const std::string& addr, const char* what) -> bool {
     if (addr.empty() || addr == "0") {
       return true;
     }
-    auto s = controller::HttpServer::start(addr, [&](const std::string& path) {
-      if (path == "/metrics") {
-        return controller::HttpReply{200, "text/plain; version=0.0.4; charset=utf-8",
-                                     registry->expose()};
-      }
-      if (path == "/healthz" || path == "/livez") {
-        return controller::HttpReply{200, "text/plain; charset=utf-8", "ok\n"};
-      }
-      if (path == "/readyz") {
-        return ctrl.synced() ? controller::HttpReply{200, "text/plain; charset=utf-8", "ok\n"}
-                             : controller::HttpReply{503, "text/plain; charset=utf-8",
-                                                     "informers not synced\n"};
-      }
-      return controller::HttpReply{404, "text/plain; charset=utf-8", "not found\n"};
-    });
+    auto s = metrics::HttpServer::start(
+        addr, metrics::operationsHandler(
+                  registry, [&] { return ctrl.synced(); }, "informers not synced"));
     if (!s.ok()) {
       log.error("cannot serve", {{"what", what}, {"error", std::string(s.status().message())}});
       return false;

@@ -812,6 +812,27 @@ absl::StatusOr<std::string> readSecretKey(Client& client, std::string_view ns,
   return *std::move(decoded);
 }
 
+absl::StatusOr<std::map<std::string, std::string>> readSecretData(Client& client,
+                                                                  std::string_view ns,
+                                                                  std::string_view name) {
+  TRIBUTARY_ASSIGN_OR_RETURN(Json secret, client.get(resources::secret(), ns, name));
+  std::map<std::string, std::string> out;
+  const Json& data = field(secret, "data");
+  if (!data.is_object()) {
+    return out;
+  }
+  for (const auto& [key, value] : data.items()) {
+    auto decoded = value.is_string() ? internal::base64Decode(value.get<std::string>())
+                                     : absl::StatusOr<std::string>(absl::DataLossError(""));
+    if (!decoded.ok()) {
+      return absl::DataLossError(
+          strings::cat("secret ", ns, "/", name, " key \"", key, "\" is not valid base64"));
+    }
+    out.emplace(key, *std::move(decoded));
+  }
+  return out;
+}
+
 Json objectReference(const Json& object) {
   Json ref = Json::object();
   for (const char* f : {"apiVersion", "kind"}) {

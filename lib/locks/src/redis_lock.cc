@@ -139,6 +139,21 @@ class RedisConnection {
           ": ", error));
     }
     redisSetTimeout(ctx, toTimeval(options_.command_timeout));
+    if (!options_.password.empty()) {
+      // AUTH [username] password; the reply names no secret, and neither does our error.
+      ReplyPtr reply(static_cast<redisReply*>(
+          options_.username.empty()
+              ? redisCommand(ctx, "AUTH %b", options_.password.data(), options_.password.size())
+              : redisCommand(ctx, "AUTH %b %b", options_.username.data(), options_.username.size(),
+                             options_.password.data(), options_.password.size())));
+      if (reply == nullptr || reply->type == REDIS_REPLY_ERROR) {
+        const std::string error =
+            reply == nullptr ? std::string(ctx->errstr) : std::string(reply->str, reply->len);
+        redisFree(ctx);
+        return absl::UnauthenticatedError(
+            strings::cat("redis: AUTH failed: ", error, " (check the Redis password)"));
+      }
+    }
     ctx_ = ctx;
     return absl::OkStatus();
   }

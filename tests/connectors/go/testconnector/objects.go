@@ -19,6 +19,7 @@ type Options struct {
 	PageSize      int // objects per page
 	ObjectBytes   int // pad each object's metadata so the encoded object is about this size
 	OversizeBytes int // encoded size of the single page sent in mode oversized_page
+	PageDelayMs   int // pause after each acknowledged page (a slow source); Go connector only
 }
 
 // DefaultOptions are the contract's defaults.
@@ -38,6 +39,7 @@ func ParseOptions(s string) (Options, error) {
 		PageSize      *int `json:"page_size"`
 		ObjectBytes   *int `json:"object_bytes"`
 		OversizeBytes *int `json:"oversize_bytes"`
+		PageDelayMs   *int `json:"page_delay_ms"`
 	}
 	dec := json.NewDecoder(bytes.NewReader([]byte(s)))
 	if err := dec.Decode(&raw); err != nil {
@@ -56,6 +58,7 @@ func ParseOptions(s string) (Options, error) {
 		{"page_size", raw.PageSize, &o.PageSize, 10_000_000},
 		{"object_bytes", raw.ObjectBytes, &o.ObjectBytes, maxBytes},
 		{"oversize_bytes", raw.OversizeBytes, &o.OversizeBytes, maxBytes},
+		{"page_delay_ms", raw.PageDelayMs, &o.PageDelayMs, 3_600_000},
 	} {
 		if f.src == nil {
 			continue

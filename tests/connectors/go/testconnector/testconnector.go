@@ -162,6 +162,9 @@ func (c *Connector) SyncContext(ctx context.Context, options string, dial connec
 		}
 		pages++
 		objects += len(page.Response)
+		if opts.PageDelayMs > 0 {
+			time.Sleep(time.Duration(opts.PageDelayMs) * time.Millisecond)
+		}
 		if pages == 1 {
 			switch c.Mode {
 			case ModeCrashMidSync:

@@ -264,6 +264,11 @@ absl::Status retryOnConflict(const std::function<absl::Status()>& fn, int attemp
 absl::StatusOr<std::string> readSecretKey(Client& client, std::string_view ns,
                                           std::string_view name, std::string_view key);
 
+/// Every key of a Secret, base64-decoded. NotFound when the Secret does not exist.
+absl::StatusOr<std::map<std::string, std::string>> readSecretData(Client& client,
+                                                                  std::string_view ns,
+                                                                  std::string_view name);
+
 /// An object reference for Event.involvedObject / ownerReferences from a full object.
 Json objectReference(const Json& object);
 

@@ -99,6 +99,9 @@ struct RedisLockOptions {
   std::string unix_socket;
   std::chrono::milliseconds connect_timeout{std::chrono::seconds(2)};
   std::chrono::milliseconds command_timeout{std::chrono::seconds(2)};
+  /// AUTH after connecting when set (Redis 6 ACL user with `username`). Never logged.
+  std::string username;
+  std::string password;
   /// Keys are `<prefix>lock:<source>` and `<prefix>fence:<source>`.
   std::string key_prefix = "tributary:";
 };

@@ -1,6 +1,7 @@
-#include "http_server.h"
+#include "tributary/metrics/http_server.h"
 
 #include "tributary/common/strings.h"
+#include "tributary/metrics/metrics.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -11,7 +12,7 @@
 #include <poll.h>
 #include <unistd.h>
 
-namespace tributary::controller {
+namespace tributary::metrics {
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::start(const std::string& address,
                                                               Handler handler) {
@@ -127,4 +128,22 @@ void HttpServer::loop(const std::stop_token& stop) {
   }
 }
 
-}  // namespace tributary::controller
+HttpServer::Handler operationsHandler(std::shared_ptr<Registry> registry,
+                                      std::function<bool()> ready, std::string not_ready) {
+  return [registry = std::move(registry), ready = std::move(ready),
+          not_ready = std::move(not_ready)](const std::string& path) {
+    constexpr const char* kText = "text/plain; charset=utf-8";
+    if (path == "/metrics") {
+      return HttpReply{200, "text/plain; version=0.0.4; charset=utf-8", registry->expose()};
+    }
+    if (path == "/healthz" || path == "/livez") {
+      return HttpReply{200, kText, "ok\n"};
+    }
+    if (path == "/readyz") {
+      return ready() ? HttpReply{200, kText, "ok\n"} : HttpReply{503, kText, not_ready + "\n"};
+    }
+    return HttpReply{404, kText, "not found\n"};
+  };
+}
+
+}  // namespace tributary::metrics

@@ -7,10 +7,11 @@
 
 #include <atomic>
 #include <functional>
+#include <memory>
 #include <string>
 #include <thread>
 
-namespace tributary::controller {
+namespace tributary::metrics {
 
 struct HttpReply {
   int code = 200;
@@ -39,4 +40,11 @@ class HttpServer {
   std::jthread thread_;
 };
 
-}  // namespace tributary::controller
+class Registry;
+
+/// The endpoints of our binaries: /metrics (the registry, text format 0.0.4), /healthz and
+/// /livez (always ok), /readyz (200 while `ready()`, else 503 with `not_ready`).
+HttpServer::Handler operationsHandler(std::shared_ptr<Registry> registry,
+                                      std::function<bool()> ready, std::string not_ready);
+
+}  // namespace tributary::metrics

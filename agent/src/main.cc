@@ -1,0 +1,382 @@
+// tributary-agent: see agent/README.md.
+
+#include "tributary/agent/agent.h"
+#include "tributary/common/log.h"
+#include "tributary/common/strings.h"
+#include "tributary/installer/installer.h"
+#include "tributary/installer/secrets.h"
+#include "tributary/kube/config.h"
+#include "tributary/kube/metrics.h"
+#include "tributary/locks/lock.h"
+#include "tributary/metrics/http_server.h"
+#include "tributary/metrics/process.h"
+#include "tributary/store/store.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <signal.h>
+#include <sstream>
+#include <unistd.h>
+
+namespace {
+
+using namespace tributary;
+using namespace std::chrono_literals;
+using strings::cat;
+
+constexpr const char* kUsage = R"(usage: tributary-agent [flags]
+
+Every flag can also be set by the environment variable named in brackets.
+
+  --name NAME                  agent name = its Lease's name [TRIBUTARY_AGENT_NAME, else NODE_NAME,
+                               else the host name]
+  --node-name NODE             Node whose cordon (spec.unschedulable) stops new runs [NODE_NAME]
+  --lease-namespace NS         namespace of the agent Leases (default tributary-system)
+                               [TRIBUTARY_LEASE_NAMESPACE]
+  --namespace NS               run SyncRuns of NS only (default: all) [TRIBUTARY_WATCH_NAMESPACE]
+  --label KEY=VALUE            a label of the agent's Lease (agentSelector), repeatable
+                               [TRIBUTARY_AGENT_LABELS, comma-separated]
+  --capacity N                 runs at once (default 4) [TRIBUTARY_AGENT_CAPACITY]
+  --database-url URL           PostgreSQL (libpq URI or key=value) [TRIBUTARY_DATABASE_URL]
+  --database-password-file F   password for it, read from a file (a mounted Secret)
+                               [TRIBUTARY_DATABASE_PASSWORD_FILE; or TRIBUTARY_DATABASE_PASSWORD]
+  --redis-address HOST:PORT    Redis of the source locks (default 127.0.0.1:6379)
+                               [TRIBUTARY_REDIS_ADDRESS]
+  --redis-password-file F      [TRIBUTARY_REDIS_PASSWORD_FILE; or TRIBUTARY_REDIS_PASSWORD]
+  --cache-dir DIR              connector cache (default /var/cache/tributary) [TRIBUTARY_CACHE_DIR]
+  --local-root DIR             allowed root of Local connector sources, repeatable (default: any)
+                               [TRIBUTARY_LOCAL_ROOTS, colon-separated]
+  --secret-dir DIR             credentials of VCS/HTTP sources (spec.secretRef): <DIR>/<name>/
+                               [TRIBUTARY_SECRET_DIR]
+  --metrics-bind-address ADDR  /metrics (default :9090; 0 disables)
+  --health-probe-bind-address ADDR  /healthz and /readyz (default :9091; 0 disables)
+  --drain-timeout D            on SIGTERM, how long running syncs may finish (default 60s)
+  --lease-duration D           agent Lease duration (default 15s)
+  --progress-interval D        least time between progress writes of a run (default 5s)
+  --lock-ttl D                 source lock TTL (default 30s); --lock-wait D (default 45s)
+  --start-timeout D            connector handshake timeout (default: the host's)
+  --kubeconfig PATH            (default: $KUBECONFIG, in-cluster, ~/.kube/config)
+  --log-level LEVEL            debug|info|warn|error (default info) [TRIBUTARY_LOG_LEVEL]
+)";
+
+std::string env(const char* name, std::string fallback = {}) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? std::string(v) : std::move(fallback);
+}
+
+std::optional<std::chrono::milliseconds> parseDuration(const std::string& s) {
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  if (end == s.c_str() || v < 0) {
+    return std::nullopt;
+  }
+  const std::string unit(end);
+  double ms = 0;
+  if (unit == "ms") {
+    ms = v;
+  } else if (unit == "s" || unit.empty()) {
+    ms = v * 1000;
+  } else if (unit == "m") {
+    ms = v * 60000;
+  } else if (unit == "h") {
+    ms = v * 3600000;
+  } else {
+    return std::nullopt;
+  }
+  return std::chrono::milliseconds(static_cast<std::int64_t>(ms));
+}
+
+// A secret from a file (trailing newline dropped) or a variable; "" when neither.
+absl::StatusOr<std::string> secretValue(const std::string& file, const char* variable) {
+  if (!file.empty()) {
+    std::ifstream in(file);
+    if (!in) {
+      return absl::NotFoundError(cat("cannot read ", file));
+    }
+    std::stringstream text;
+    text << in.rdbuf();
+    std::string value = text.str();
+    while (!value.empty() && (value.back() == '\n' || value.back() == '\r')) {
+      value.pop_back();
+    }
+    return value;
+  }
+  return env(variable);
+}
+
+std::string hostName() {
+  char buf[256] = {};
+  return ::gethostname(buf, sizeof(buf) - 1) == 0 ? std::string(buf) : std::string("agent");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  agent::AgentOptions options;
+  options.name = env("TRIBUTARY_AGENT_NAME", env("NODE_NAME"));
+  options.node_name = env("NODE_NAME");
+  options.lease_namespace = env("TRIBUTARY_LEASE_NAMESPACE", "tributary-system");
+  options.watch_namespace = env("TRIBUTARY_WATCH_NAMESPACE");
+  options.capacity = std::atoi(env("TRIBUTARY_AGENT_CAPACITY", "4").c_str());
+  std::string database_url = env("TRIBUTARY_DATABASE_URL");
+  std::string database_password_file = env("TRIBUTARY_DATABASE_PASSWORD_FILE");
+  std::string redis_address = env("TRIBUTARY_REDIS_ADDRESS", "127.0.0.1:6379");
+  std::string redis_password_file = env("TRIBUTARY_REDIS_PASSWORD_FILE");
+  std::string cache_dir = env("TRIBUTARY_CACHE_DIR", "/var/cache/tributary");
+  std::string secret_dir = env("TRIBUTARY_SECRET_DIR");
+  std::vector<std::filesystem::path> local_roots;
+  for (const std::string_view root : strings::split(env("TRIBUTARY_LOCAL_ROOTS"), ':')) {
+    if (!root.empty()) {
+      local_roots.emplace_back(root);
+    }
+  }
+  for (const std::string_view label : strings::split(env("TRIBUTARY_AGENT_LABELS"), ',')) {
+    if (const auto eq = label.find('='); eq != std::string_view::npos) {
+      options.labels[std::string(label.substr(0, eq))] = std::string(label.substr(eq + 1));
+    }
+  }
+  std::string metrics_addr = ":9090";
+  std::string probe_addr = ":9091";
+  std::string level = env("TRIBUTARY_LOG_LEVEL", "info");
+  std::string kubeconfig;
+  std::chrono::milliseconds drain_timeout = 60s;
+
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    std::string value;
+    const bool has_eq = arg.starts_with("--") && arg.find('=') != std::string::npos;
+    if (has_eq) {
+      value = arg.substr(arg.find('=') + 1);
+      arg.resize(arg.find('='));
+    }
+    auto next = [&]() -> std::string {
+      if (has_eq) {
+        return value;
+      }
+      if (i + 1 >= argc) {
+        std::cerr << "tributary-agent: missing value for " << arg << "\n" << kUsage;
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    auto duration = [&]() {
+      const std::string text = next();
+      auto d = parseDuration(text);
+      if (!d) {
+        std::cerr << "tributary-agent: " << arg << ": `" << text
+                  << "` is not a duration (e.g. 500ms, 30s, 5m)\n";
+        std::exit(2);
+      }
+      return *d;
+    };
+    if (arg == "--help" || arg == "-h") {
+      std::cout << kUsage;
+      return 0;
+    } else if (arg == "--name") {
+      options.name = next();
+    } else if (arg == "--node-name") {
+      options.node_name = next();
+    } else if (arg == "--lease-namespace") {
+      options.lease_namespace = next();
+    } else if (arg == "--namespace") {
+      options.watch_namespace = next();
+    } else if (arg == "--label") {
+      const std::string label = next();
+      const auto eq = label.find('=');
+      if (eq == std::string::npos || eq == 0) {
+        std::cerr << "tributary-agent: --label " << label << ": expected KEY=VALUE\n";
+        return 2;
+      }
+      options.labels[label.substr(0, eq)] = label.substr(eq + 1);
+    } else if (arg == "--capacity") {
+      options.capacity = std::atoi(next().c_str());
+    } else if (arg == "--database-url") {
+      database_url = next();
+    } else if (arg == "--database-password-file") {
+      database_password_file = next();
+    } else if (arg == "--redis-address") {
+      redis_address = next();
+    } else if (arg == "--redis-password-file") {
+      redis_password_file = next();
+    } else if (arg == "--cache-dir") {
+      cache_dir = next();
+    } else if (arg == "--local-root") {
+      local_roots.emplace_back(next());
+    } else if (arg == "--secret-dir") {
+      secret_dir = next();
+    } else if (arg == "--metrics-bind-address") {
+      metrics_addr = next();
+    } else if (arg == "--health-probe-bind-address") {
+      probe_addr = next();
+    } else if (arg == "--drain-timeout") {
+      drain_timeout = duration();
+    } else if (arg == "--lease-duration") {
+      options.lease_duration = duration();
+    } else if (arg == "--progress-interval") {
+      options.progress_interval = duration();
+    } else if (arg == "--lock-ttl") {
+      options.lock_options.ttl = duration();
+    } else if (arg == "--lock-wait") {
+      options.lock_options.wait = duration();
+    } else if (arg == "--start-timeout") {
+      options.start_timeout = duration();
+    } else if (arg == "--kubeconfig") {
+      kubeconfig = next();
+    } else if (arg == "--log-level") {
+      level = next();
+    } else {
+      std::cerr << "tributary-agent: unknown flag " << arg << "\n" << kUsage;
+      return 2;
+    }
+  }
+  const auto parsed_level = log::parseLevel(level);
+  if (!parsed_level) {
+    std::cerr << "tributary-agent: bad --log-level " << level << "\n";
+    return 2;
+  }
+  if (options.name.empty()) {
+    options.name = hostName();
+  }
+  log::Logger log("tributary-agent", log::makeJsonLineSink(2, *parsed_level));
+  options.logger = log;
+  auto fatal = [&](std::string_view what, const absl::Status& status) {
+    log.error(what, {{"error", status.message()}});
+    return 1;
+  };
+  if (database_url.empty()) {
+    return fatal("no database",
+                 absl::InvalidArgumentError("set --database-url or TRIBUTARY_DATABASE_URL"));
+  }
+
+  // Signals go to a dedicated thread (blocked everywhere else: set before any thread starts).
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  // A connector that dies mid-write must not kill the agent.
+  signal(SIGPIPE, SIG_IGN);
+
+  // The private directories of connector hosts and runs (sockets, credential files) live in
+  // one directory of this agent, emptied at start: a previous process killed mid-run leaves
+  // nothing behind for long.
+  const std::filesystem::path temp = std::filesystem::path(cache_dir) / "tmp";
+  std::error_code ec;
+  std::filesystem::remove_all(temp, ec);
+  std::filesystem::create_directories(temp, ec);
+  if (ec) {
+    return fatal(cat("cannot create ", temp.string()), absl::InternalError(ec.message()));
+  }
+  std::filesystem::permissions(temp, std::filesystem::perms::owner_all, ec);
+  ::setenv("TMPDIR", temp.c_str(), 1);
+  ::unsetenv("XDG_RUNTIME_DIR");
+
+  // Passwords: libpq reads PGPASSWORD itself, so the password never enters a DSN we could log.
+  auto db_password = secretValue(database_password_file, "TRIBUTARY_DATABASE_PASSWORD");
+  if (!db_password.ok()) {
+    return fatal("cannot read the database password", db_password.status());
+  }
+  if (!db_password->empty()) {
+    ::setenv("PGPASSWORD", db_password->c_str(), 1);
+  }
+  ::unsetenv("TRIBUTARY_DATABASE_PASSWORD");
+  auto redis_password = secretValue(redis_password_file, "TRIBUTARY_REDIS_PASSWORD");
+  if (!redis_password.ok()) {
+    return fatal("cannot read the Redis password", redis_password.status());
+  }
+  ::unsetenv("TRIBUTARY_REDIS_PASSWORD");
+
+  kube::LoadOptions load;
+  load.kubeconfig = kubeconfig;
+  auto config = kube::loadConfig(load);
+  if (!config.ok()) {
+    return fatal("cannot load the Kubernetes config", config.status());
+  }
+  auto registry = std::make_shared<metrics::Registry>();
+  metrics::addProcessMetrics(*registry);
+  kube::ClientOptions client_options;
+  client_options.on_request = kube::restClientMetrics(*registry, config->server);
+  auto client = kube::Client::create(*config, client_options);
+  if (!client.ok()) {
+    return fatal("cannot create the Kubernetes client", client.status());
+  }
+  options.client = *client;
+  options.registry = registry;
+
+  store::StoreOptions store_options;
+  store_options.dsn = database_url;
+  store_options.logger = log.named("store");
+  auto store = store::Store::open(store_options);
+  if (!store.ok()) {
+    return fatal("cannot use the database (see --database-url)", store.status());
+  }
+  options.store = std::shared_ptr<store::Store>(std::move(*store));
+
+  installer::Options install_options;
+  install_options.cache_dir = cache_dir;
+  install_options.local_roots = local_roots;
+  install_options.logger = log.named("installer");
+  if (!secret_dir.empty()) {
+    install_options.secrets = std::make_shared<installer::DirectorySecretResolver>(secret_dir);
+  }
+  auto installer = installer::Installer::create(install_options);
+  if (!installer.ok()) {
+    return fatal(cat("cannot use the connector cache ", cache_dir), installer.status());
+  }
+  options.installer = std::shared_ptr<installer::Installer>(std::move(*installer));
+
+  locks::RedisLockOptions redis;
+  const auto colon = redis_address.rfind(':');
+  redis.host = colon == std::string::npos ? redis_address : redis_address.substr(0, colon);
+  redis.port = colon == std::string::npos ? 6379 : std::atoi(redis_address.c_str() + colon + 1);
+  redis.password = *redis_password;
+  options.lock = std::shared_ptr<locks::SourceLock>(locks::makeRedisLock(redis));
+
+  auto created = agent::Agent::create(options);
+  if (!created.ok()) {
+    return fatal("bad agent settings", created.status());
+  }
+  agent::Agent& agent = **created;
+
+  std::vector<std::unique_ptr<metrics::HttpServer>> servers;
+  auto serve = [&](const std::string& addr, const char* what) -> bool {
+    if (addr.empty() || addr == "0") {
+      return true;
+    }
+    auto s = metrics::HttpServer::start(
+        addr, metrics::operationsHandler(
+                  registry, [&] { return agent.ready(); }, "lease not held or runs not synced"));
+    if (!s.ok()) {
+      log.error("cannot serve", {{"what", what}, {"error", s.status().message()}});
+      return false;
+    }
+    log.info("serving", {{"what", what}, {"port", (*s)->port()}});
+    servers.push_back(std::move(*s));
+    return true;
+  };
+  if (!serve(metrics_addr, "metrics") || !serve(probe_addr, "health probes")) {
+    return 1;
+  }
+  if (absl::Status st = agent.start(); !st.ok()) {
+    return fatal("cannot start", st);
+  }
+
+  int sig = 0;
+  sigwait(&set, &sig);
+  log.info("signal received: draining",
+           {{"signal", sig},
+            {"drain_timeout_seconds", static_cast<double>(drain_timeout.count()) / 1000.0}});
+  agent.drain();
+  if (!agent.waitIdle(drain_timeout)) {
+    log.warn("drain timeout passed: cancelling the remaining runs",
+             {{"active", agent.activeRuns()}});
+  }
+  agent.stop();
+  for (auto& s : servers) {
+    s->stop();
+  }
+  log.info("stopped");
+  return 0;
+}

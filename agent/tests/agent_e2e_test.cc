@@ -1,0 +1,663 @@
+// The operator end to end on real parts: kube-apiserver v1.34 + etcd (the harness), the
+// tributary-controller binary, tributary-agent binaries, PostgreSQL and Redis (the harness),
+// real connectors (filesystem, Go go-plugin v1.6.3, Python SDK), and kubectl for what a user does.
+
+#include "tributary/kube/client.h"
+#include "tributary/kube/config.h"
+#include "tributary/testing/kube.h"
+#include "tributary/testing/net.h"
+#include "tributary/testing/promtool.h"
+#include "tributary/testing/services.h"
+#include "tributary/testing/spawn.h"
+#include "tributary/testing/temp_dir.h"
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <libpq-fe.h>
+#include <map>
+#include <set>
+#include <sstream>
+#include <thread>
+
+namespace tributary {
+namespace {
+
+using namespace std::chrono_literals;
+using harness::KubeApiServer;
+using kube::Json;
+namespace fs = std::filesystem;
+
+template <typename Pred>
+bool waitFor(Pred pred, std::chrono::milliseconds timeout = 60s) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) {
+      return true;
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  return pred();
+}
+
+std::string readFile(const fs::path& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// A child process of the test (controller or agent) with its log file.
+struct Process {
+  pid_t pid = -1;
+  std::string log;
+  int metrics_port = 0;
+
+  bool alive() const { return pid > 0 && ::kill(pid, 0) == 0; }
+  // Signals and reaps it; returns the exit status (or -signal).
+  int stop(int sig = SIGTERM, std::chrono::milliseconds timeout = 60s) {
+    if (pid <= 0) {
+      return 0;
+    }
+    ::kill(pid, sig);
+    int status = 0;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (::waitpid(pid, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ::kill(-pid, SIGKILL);
+        ::waitpid(pid, &status, 0);
+        break;
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+    pid = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+  }
+};
+
+// Live direct children of `parent` whose command line contains `needle` ("" = all).
+std::set<pid_t> childrenOf(pid_t parent, const std::string& needle = "") {
+  std::set<pid_t> out;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.empty() || !std::isdigit(static_cast<unsigned char>(name[0]))) {
+      continue;
+    }
+    const std::string stat = readFile(entry.path() / "stat");
+    const auto close = stat.rfind(')');
+    if (close == std::string::npos) {
+      continue;
+    }
+    std::istringstream fields(stat.substr(close + 2));
+    std::string state;
+    pid_t ppid = 0;
+    fields >> state >> ppid;
+    if (state != "Z" && ppid == parent &&
+        readFile(entry.path() / "cmdline").find(needle) != std::string::npos) {
+      out.insert(std::stoi(name));
+    }
+  }
+  return out;
+}
+
+int countEntries(const fs::path& dir) {
+  std::error_code ec;
+  int n = 0;
+  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
+    ++n;
+  }
+  return n;
+}
+
+struct AgentFlags {
+  int capacity = 4;
+  std::map<std::string, std::string> labels;
+  std::string drain_timeout = "30s";
+};
+AgentFlags withLabel(int capacity, const std::string& zone) {
+  AgentFlags flags;
+  flags.capacity = capacity;
+  flags.labels["zone"] = zone;
+  return flags;
+}
+AgentFlags withDrainTimeout(const std::string& timeout) {
+  AgentFlags flags;
+  flags.drain_timeout = timeout;
+  return flags;
+}
+
+class AgentE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto& kube = KubeApiServer::shared();
+    static std::atomic<int> n{0};
+    ns_ = "e2e-" + std::to_string(::getpid() % 100000) + "-" + std::to_string(n++);
+    ASSERT_TRUE(kube.createNamespace(ns_).ok());
+    auto config = kube::loadKubeconfig(kube.kubeconfigPath());
+    ASSERT_TRUE(config.ok()) << config.status();
+    auto client = kube::Client::create(*config);
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_ = *client;
+    auto pg = harness::SharedServices::postgres();
+    ASSERT_TRUE(pg.ok()) << pg.status();
+    auto dsn = (*pg)->createDatabase("agent_e2e");
+    ASSERT_TRUE(dsn.ok()) << dsn.status();
+    dsn_ = *dsn;
+    auto redis = harness::SharedServices::redis();
+    ASSERT_TRUE(redis.ok()) << redis.status();
+    redis_port_ = (*redis)->port();
+    dir_ = tmp_.path();
+    // Connectors as users install them: Local sources, each its own directory.
+    fs::create_directories(dir_ / "go");
+    fs::copy_file(fs::path(TRIBUTARY_GO_BIN_DIR) / "connector-go-v1_6", dir_ / "go" / "connector");
+    fs::create_directories(dir_ / "fs");
+    fs::copy_file(TRIBUTARY_FILESYSTEM_CONNECTOR, dir_ / "fs" / "connector");
+    fs::create_directories(dir_ / "py");
+    fs::copy_file(fs::path(TRIBUTARY_SOURCE_DIR) / "tests/connectors/python/test_connector.py",
+                  dir_ / "py" / "test_connector.py");
+    // Commands run from the connector's root: the venv's Python through a script there.
+    std::ofstream(dir_ / "py" / "run")
+        << "#!/bin/sh\nexec " TRIBUTARY_PYTHON " ./test_connector.py\n";
+    fs::permissions(dir_ / "py" / "run", fs::perms::owner_all);
+  }
+
+  void TearDown() override {
+    for (auto& [name, agent] : agents_) {
+      agent.stop(SIGTERM, 20s);
+    }
+    controller_.stop(SIGTERM, 20s);
+    if (HasFailure()) {
+      std::cerr << "--- controller log (tail)\n" << tail(controller_.log);
+      for (auto& [name, agent] : agents_) {
+        std::cerr << "--- agent " << name << " log (tail)\n" << tail(agent.log);
+      }
+    }
+  }
+
+  static std::string tail(const std::string& path) {
+    const std::string text = readFile(path);
+    return text.size() > 6000 ? text.substr(text.size() - 6000) : text;
+  }
+
+  void startController() {
+    controller_.log = (dir_ / "controller.log").string();
+    auto pid = harness::spawnLogged(
+        {TRIBUTARY_CONTROLLER_BINARY, "--kubeconfig=" + KubeApiServer::shared().kubeconfigPath(),
+         "--namespace=" + ns_, "--agent-namespace=" + ns_, "--metrics-bind-address=0",
+         "--health-probe-bind-address=0"},
+        controller_.log);
+    ASSERT_TRUE(pid.ok()) << pid.status();
+    controller_.pid = *pid;
+  }
+
+  Process& startAgent(const std::string& name, const AgentFlags& flags = AgentFlags()) {
+    Process& p = agents_[name];
+    p.log = (dir_ / ("agent-" + name + ".log")).string();
+    auto port = harness::freeLoopbackPort();
+    EXPECT_TRUE(port.ok());
+    p.metrics_port = port.value_or(0);
+    std::vector<std::string> args = {
+        TRIBUTARY_AGENT_BINARY,
+        "--kubeconfig=" + KubeApiServer::shared().kubeconfigPath(),
+        "--name=" + name,
+        "--lease-namespace=" + ns_,
+        "--namespace=" + ns_,
+        "--capacity=" + std::to_string(flags.capacity),
+        "--database-url=" + dsn_,
+        "--redis-address=127.0.0.1:" + std::to_string(redis_port_),
+        "--cache-dir=" + (dir_ / ("cache-" + name)).string(),
+        "--local-root=" + dir_.string(),
+        "--metrics-bind-address=127.0.0.1:" + std::to_string(p.metrics_port),
+        "--health-probe-bind-address=0",
+        "--lease-duration=3s",
+        "--progress-interval=1s",
+        "--lock-ttl=4s",
+        "--lock-wait=30s",
+        "--drain-timeout=" + flags.drain_timeout};
+    for (const auto& [k, v] : flags.labels) {
+      args.push_back("--label=" + k + "=" + v);
+    }
+    auto pid = harness::spawnLogged(args, p.log);
+    EXPECT_TRUE(pid.ok()) << pid.status();
+    p.pid = pid.value_or(-1);
+    EXPECT_TRUE(waitFor([&] { return lease(name).has_value(); }, 20s))
+        << "agent " << name << " registered no Lease\n"
+        << tail(p.log);
+    return p;
+  }
+
+  std::optional<Json> lease(const std::string& name) {
+    auto l = client_->get(kube::resources::lease(), ns_, name);
+    if (!l.ok()) {
+      return std::nullopt;
+    }
+    return *l;
+  }
+
+  void apply(const std::string& yaml) {
+    const auto r =
+        KubeApiServer::shared().runKubectl({"apply", "--namespace=" + ns_, "-f", "-"}, yaml);
+    ASSERT_EQ(r.exit_code, 0) << r.output << "\n" << yaml;
+  }
+  harness::KubectlResult kubectl(std::vector<std::string> args) {
+    args.insert(args.begin(), "--namespace=" + ns_);
+    return KubeApiServer::shared().runKubectl(args);
+  }
+
+  std::string goConnector(const std::string& name, const std::string& mode = "normal") {
+    return "apiVersion: tributary.dev/v1alpha1\nkind: Connector\nmetadata:\n  name: " + name +
+           "\nspec:\n  source: Local\n  uri: " + (dir_ / "go").string() +
+           "\n  command: ./connector\n  env:\n    - name: TEST_CONNECTOR_MODE\n      value: " +
+           mode + "\n";
+  }
+  static std::string syncJob(const std::string& name, const std::string& connector,
+                             const std::string& options, const std::string& extra = "") {
+    return "apiVersion: tributary.dev/v1alpha1\nkind: SyncJob\nmetadata:\n  name: " + name +
+           "\nspec:\n  connectorRef:\n    name: " + connector + "\n  options: " + options + "\n" +
+           extra;
+  }
+
+  std::vector<Json> runsOf(const std::string& job) {
+    kube::ListOptions options;
+    options.label_selector = "tributary.dev/syncjob=" + job;
+    auto list = client_->list(kube::resources::syncRun(), ns_, options);
+    return list.ok() ? list->items : std::vector<Json>{};
+  }
+  static std::string phase(const Json& run) {
+    return run.value("/status/phase"_json_pointer, std::string("Pending"));
+  }
+  // Waits for a run of `job` in `want`; returns it (null on timeout).
+  Json waitForRun(const std::string& job, const std::string& want,
+                  std::chrono::milliseconds timeout = 90s) {
+    Json found;
+    waitFor(
+        [&] {
+          for (const Json& r : runsOf(job)) {
+            if (phase(r) == want) {
+              found = r;
+              return true;
+            }
+          }
+          return false;
+        },
+        timeout);
+    return found;
+  }
+
+  std::string scalar(const std::string& sql) {
+    PGconn* conn = PQconnectdb(dsn_.c_str());
+    std::string out;
+    if (PQstatus(conn) == CONNECTION_OK) {
+      PGresult* r = PQexec(conn, sql.c_str());
+      if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0) {
+        out = PQgetvalue(r, 0, 0);
+      } else {
+        out = std::string("error: ") + PQerrorMessage(conn);
+      }
+      PQclear(r);
+    } else {
+      out = std::string("error: ") + PQerrorMessage(conn);
+    }
+    PQfinish(conn);
+    return out;
+  }
+  std::string liveCount(const std::string& job) {
+    return scalar("SELECT count(*) FROM tributary.live_objects WHERE namespace = '" + ns_ +
+                  "' AND sync_job = '" + job + "'");
+  }
+
+  harness::TempDir tmp_{"agent-e2e"};
+  fs::path dir_;
+  std::string ns_;
+  std::shared_ptr<kube::Client> client_;
+  std::string dsn_;
+  int redis_port_ = 0;
+  Process controller_;
+  std::map<std::string, Process> agents_;
+};
+
+// 1. kubectl apply of a Connector and a run-once SyncJob: the run succeeds, PostgreSQL holds
+// exactly the tree, kubectl shows the result, /metrics passes promtool.
+TEST_F(AgentE2E, RunOnceSyncJobLandsTheExactTreeInPostgres) {
+  const fs::path data = dir_ / "data";
+  for (int d = 0; d < 3; ++d) {
+    fs::create_directories(data / ("dir" + std::to_string(d)));
+    for (int f = 0; f < 5; ++f) {
+      std::ofstream(data / ("dir" + std::to_string(d)) / ("file" + std::to_string(f))) << d << f;
+    }
+  }
+  startController();
+  Process& agent = startAgent("node-a");
+  apply(
+      "apiVersion: tributary.dev/v1alpha1\nkind: Connector\nmetadata:\n  name: files\nspec:\n"
+      "  source: Local\n  uri: " +
+      (dir_ / "fs").string() + "\n  command: ./connector\n---\n" +
+      syncJob("tree", "files", "{\"root\": \"" + data.string() + "\"}"));
+  const Json run = waitForRun("tree", "Succeeded");
+  ASSERT_FALSE(run.is_null()) << kubectl({"get", "sr", "-o", "yaml"}).output;
+  EXPECT_EQ(run["status"]["agent"], "node-a");
+  EXPECT_EQ(run["status"]["objects"]["upserted"], 18);  // 3 directories + 15 files
+  EXPECT_EQ(run["status"]["objects"]["deleted"], 0);
+  EXPECT_GT(run["status"].value("fencingToken", 0), 0);
+  EXPECT_FALSE(run["status"].value("connectorMetadata", "").empty());
+  EXPECT_EQ(liveCount("tree"), "18");
+  EXPECT_EQ(scalar("SELECT string_agg(remote_id, ',' ORDER BY remote_id) FROM "
+                   "tributary.live_objects WHERE namespace = '" +
+                   ns_ + "' AND sync_job = 'tree' AND remote_id LIKE 'dir1/%'"),
+            "dir1/file0,dir1/file1,dir1/file2,dir1/file3,dir1/file4");
+  const auto shown = kubectl({"get", "sj,sr"});
+  EXPECT_EQ(shown.exit_code, 0) << shown.output;
+  EXPECT_NE(shown.output.find("Succeeded"), std::string::npos) << shown.output;
+  EXPECT_NE(shown.output.find("node-a"), std::string::npos) << shown.output;
+
+  const std::string metrics = harness::httpGetLoopback(agent.metrics_port, "/metrics");
+  EXPECT_TRUE(harness::promtoolCheckMetrics(metrics).ok()) << metrics;
+  for (const char* name :
+       {"tributary_sync_runs_total{result=\"succeeded\"} 1", "tributary_sync_pages_total ",
+        "tributary_sync_objects_total{outcome=\"inserted\"} 18",
+        "tributary_connector_install_duration_seconds_count 1",
+        "tributary_lock_wait_seconds_count 1", "tributary_db_write_duration_seconds_count",
+        "tributary_sync_run_duration_seconds_count{result=\"succeeded\"} 1", "process_open_fds "}) {
+    EXPECT_NE(metrics.find(name), std::string::npos) << name << "\n" << metrics;
+  }
+}
+
+// 2. A second run of the same job (Python SDK connector) finds every object unchanged and
+// rewrites nothing.
+TEST_F(AgentE2E, SecondRunReportsEveryObjectUnchanged) {
+  startController();
+  startAgent("node-a");
+  apply(
+      "apiVersion: tributary.dev/v1alpha1\nkind: Connector\nmetadata:\n  name: py\nspec:\n"
+      "  source: Local\n  uri: " +
+      (dir_ / "py").string() + "\n  command: ./run\n---\n" +
+      syncJob("hourly", "py", "{\"pages\": 4, \"page_size\": 25}",
+              "  schedule: \"0 0 1 1 *\"\n  successfulRunsHistoryLimit: 5\n"));
+  auto runNow = [&](const std::string& value) {
+    const auto r =
+        kubectl({"annotate", "--overwrite", "syncjob/hourly", "tributary.dev/run-now=" + value});
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  };
+  runNow("first");
+  ASSERT_FALSE(waitForRun("hourly", "Succeeded").is_null());
+  const std::string changed_before = scalar("SELECT max(last_changed) FROM tributary.objects");
+  runNow("second");
+  ASSERT_TRUE(waitFor(
+      [&] {
+        int succeeded = 0;
+        for (const Json& r : runsOf("hourly")) {
+          succeeded += phase(r) == "Succeeded" ? 1 : 0;
+        }
+        return succeeded == 2;
+      },
+      90s));
+  Json second;
+  for (const Json& r : runsOf("hourly")) {
+    if (r["spec"]["trigger"] == "Manual" &&
+        r["metadata"]["creationTimestamp"] >=
+            (second.is_null() ? Json("") : second["metadata"]["creationTimestamp"])) {
+      second = r;
+    }
+  }
+  ASSERT_FALSE(second.is_null());
+  EXPECT_EQ(second["status"]["objects"]["unchanged"], 100) << second.dump(2);
+  EXPECT_EQ(second["status"]["objects"]["upserted"], 0) << second.dump(2);
+  EXPECT_EQ(liveCount("hourly"), "100");
+  EXPECT_EQ(scalar("SELECT max(last_changed) FROM tributary.objects"), changed_before);
+  EXPECT_EQ(scalar("SELECT objects_unchanged FROM tributary.sync_runs WHERE namespace = '" + ns_ +
+                   "' ORDER BY run_id DESC LIMIT 1"),
+            "100");
+}
+
+// 3. Options from a Secret: the value reaches the connector and appears in no log, status or
+// event.
+TEST_F(AgentE2E, OptionsFromASecretNeverShowUp) {
+  const std::string marker = "hunter2-" + std::to_string(::getpid()) + "-tok";
+  startController();
+  Process& agent = startAgent("node-a");
+  apply(
+      "apiVersion: v1\nkind: Secret\nmetadata:\n  name: sync-options\nstringData:\n"
+      "  options.json: '{\"pages\": 2, \"page_size\": 10, \"token\": \"" +
+      marker + "\"}'\n---\n" + goConnector("go") +
+      "---\napiVersion: tributary.dev/v1alpha1\nkind: SyncJob\nmetadata:\n  name: secret-job\n"
+      "spec:\n  connectorRef:\n    name: go\n  optionsFrom:\n    secretKeyRef:\n"
+      "      name: sync-options\n      key: options.json\n");
+  const Json run = waitForRun("secret-job", "Succeeded");
+  ASSERT_FALSE(run.is_null()) << kubectl({"get", "sr", "-o", "yaml"}).output;
+  EXPECT_EQ(liveCount("secret-job"), "20");
+  const std::string everything = readFile(agent.log) + readFile(controller_.log) +
+                                 kubectl({"get", "sr,sj,connectors", "-o", "yaml"}).output +
+                                 kubectl({"get", "events", "-o", "yaml"}).output +
+                                 kubectl({"describe", "sr"}).output;
+  EXPECT_EQ(everything.find(marker), std::string::npos);
+  EXPECT_NE(readFile(agent.log).find("run ended"), std::string::npos);  // the log is there
+}
+
+// 4. agentSelector and capacity across two agents: runs of different sources in parallel, never
+// more than the capacity on one agent, none on an agent the selector excludes.
+TEST_F(AgentE2E, AgentSelectorAndCapacityAreRespected) {
+  startController();
+  startAgent("node-a", withLabel(4, "a"));
+  startAgent("node-b", withLabel(2, "b"));
+  std::string yaml = goConnector("slow");
+  for (int i = 0; i < 3; ++i) {
+    yaml += "---\n" + syncJob("job" + std::to_string(i), "slow",
+                              "{\"pages\": 8, \"page_size\": 5, \"page_delay_ms\": 250}",
+                              "  agentSelector:\n    matchLabels:\n      zone: b\n");
+  }
+  apply(yaml);
+  int max_running = 0;
+  std::set<std::string> agents_seen;
+  const bool all_done = waitFor(
+      [&] {
+        int running = 0;
+        int succeeded = 0;
+        for (int i = 0; i < 3; ++i) {
+          for (const Json& r : runsOf("job" + std::to_string(i))) {
+            const std::string p = phase(r);
+            running += p == "Running" || p == "Bound" ? 1 : 0;
+            succeeded += p == "Succeeded" ? 1 : 0;
+            if (r["status"].contains("agent")) {
+              agents_seen.insert(r["status"]["agent"].get<std::string>());
+            }
+          }
+        }
+        max_running = std::max(max_running, running);
+        return succeeded == 3;
+      },
+      120s);
+  ASSERT_TRUE(all_done) << kubectl({"get", "sr", "-o", "wide"}).output;
+  EXPECT_EQ(max_running, 2);  // in parallel, and never beyond node-b's capacity
+  EXPECT_EQ(agents_seen, std::set<std::string>{"node-b"});
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(liveCount("job" + std::to_string(i)), "40");
+  }
+  // Runs of one source never overlap in the store.
+  EXPECT_EQ(scalar("SELECT count(*) FROM tributary.sync_runs a JOIN tributary.sync_runs b "
+                   "ON a.source_id = b.source_id AND a.run_id < b.run_id AND "
+                   "b.started_at < coalesce(a.finished_at, 'infinity')"),
+            "0");
+}
+
+// 5. A connector that fails: retried with backoff, then BackoffLimitExceeded; the connector's own
+// error text reaches `kubectl describe sr`.
+TEST_F(AgentE2E, FailingConnectorIsRetriedThenFailsWithItsOwnMessage) {
+  startController();
+  startAgent("node-a");
+  apply(goConnector("broken", "sync_error") + "---\n" +
+        syncJob("doomed", "broken", "{}", "  backoffLimit: 1\n"));
+  const Json run = waitForRun("doomed", "Failed", 120s);
+  ASSERT_FALSE(run.is_null()) << kubectl({"get", "sr", "-o", "yaml"}).output;
+  EXPECT_EQ(run["status"]["reason"], "BackoffLimitExceeded");
+  EXPECT_EQ(run["status"]["attempt"], 2);
+  const auto described = kubectl({"describe", "sr", kube::nameOf(run)});
+  EXPECT_NE(described.output.find("upstream said no"), std::string::npos) << described.output;
+  EXPECT_NE(described.output.find("ConnectorFailed"), std::string::npos) << described.output;
+  EXPECT_EQ(scalar("SELECT count(*) FROM tributary.sync_runs WHERE namespace = '" + ns_ +
+                   "' AND outcome = 'failed'"),
+            "2");
+}
+
+// 6. concurrencyPolicy Replace: the running sync is cancelled, its connector is gone and it
+// writes nothing after the cancel.
+TEST_F(AgentE2E, ReplaceCancelsTheRunningSync) {
+  startController();
+  Process& agent = startAgent("node-a", withDrainTimeout("1s"));
+  apply(goConnector("slow") + "---\n" +
+        syncJob("replaced", "slow", "{\"pages\": 400, \"page_size\": 5, \"page_delay_ms\": 100}",
+                "  concurrencyPolicy: Replace\n  schedule: \"0 0 1 1 *\"\n"));
+  ASSERT_EQ(kubectl({"annotate", "syncjob/replaced", "tributary.dev/run-now=one"}).exit_code, 0);
+  ASSERT_TRUE(waitFor(
+      [&] {
+        const Json r = waitForRun("replaced", "Running", 30s);
+        return !r.is_null() && r["status"].value("pages", 0) >= 3;
+      },
+      60s));
+  const std::set<pid_t> first = childrenOf(agent.pid, "connector");
+  ASSERT_FALSE(first.empty());
+  const std::string first_run =
+      scalar("SELECT min(run_id) FROM tributary.sync_runs WHERE namespace = '" + ns_ + "'");
+  ASSERT_EQ(kubectl({"annotate", "--overwrite", "syncjob/replaced", "tributary.dev/run-now=two"})
+                .exit_code,
+            0);
+  EXPECT_TRUE(waitFor(
+      [&] {
+        for (pid_t pid : first) {
+          if (::kill(pid, 0) == 0 && childrenOf(agent.pid, "connector").contains(pid)) {
+            return false;
+          }
+        }
+        return true;
+      },
+      20s))
+      << "the cancelled run's connector is still alive";
+  ASSERT_TRUE(waitFor(
+      [&] {
+        return scalar("SELECT outcome FROM tributary.sync_runs WHERE run_id = " + first_run) ==
+               "failed";
+      },
+      20s));
+  const std::string query =
+      "SELECT pages || '/' || (SELECT count(*) FROM tributary.objects "
+      "WHERE first_run = " +
+      first_run + ") FROM tributary.sync_runs WHERE run_id = " + first_run;
+  const std::string at_cancel = scalar(query);
+  std::this_thread::sleep_for(3s);
+  EXPECT_EQ(scalar(query), at_cancel) << "the cancelled run wrote after its cancel";
+}
+
+// 7. SIGTERM of an agent mid-sync: drained (here: the drain timeout passes), reported, Lease
+// released; the run completes on the other agent with exact counts.
+TEST_F(AgentE2E, SigtermDrainsAndTheRunCompletesElsewhere) {
+  startController();
+  Process& a = startAgent("node-a", withDrainTimeout("1s"));
+  apply(goConnector("slow") + "---\n" +
+        syncJob("moving", "slow", "{\"pages\": 40, \"page_size\": 10, \"page_delay_ms\": 100}"));
+  const Json running = waitForRun("moving", "Running", 60s);
+  ASSERT_FALSE(running.is_null());
+  startAgent("node-b");
+  ASSERT_TRUE(waitFor(
+      [&] { return waitForRun("moving", "Running", 1s)["status"].value("pages", 0) >= 2; }));
+  EXPECT_EQ(a.stop(SIGTERM, 30s), 0) << tail(a.log);
+  const auto released = lease("node-a");
+  ASSERT_TRUE(released.has_value());
+  EXPECT_TRUE((*released)["spec"].value("holderIdentity", Json()).is_null()) << released->dump(2);
+  EXPECT_EQ((*released)["metadata"]["annotations"]["tributary.dev/capacity"], "0");
+  const Json done = waitForRun("moving", "Succeeded", 120s);
+  ASSERT_FALSE(done.is_null()) << kubectl({"get", "sr", "-o", "yaml"}).output;
+  EXPECT_EQ(done["status"]["agent"], "node-b");
+  EXPECT_EQ(done["status"]["attempt"], 2);
+  EXPECT_EQ(liveCount("moving"), "400");
+  EXPECT_NE(kubectl({"get", "events"}).output.find("AgentStopping"), std::string::npos);
+}
+
+// 8. kill -9 of an agent mid-sync: its Lease expires, the run is retried on the other agent
+// (after the dead agent's source lock expired), final counts exact, no duplicates, no
+// acknowledged page lost.
+TEST_F(AgentE2E, KilledAgentsRunIsRetriedElsewhereWithoutLoss) {
+  startController();
+  Process& a = startAgent("node-a");
+  apply(goConnector("slow") + "---\n" +
+        syncJob("survivor", "slow", "{\"pages\": 30, \"page_size\": 10, \"page_delay_ms\": 100}"));
+  ASSERT_FALSE(waitForRun("survivor", "Running", 60s).is_null());
+  startAgent("node-b");
+  ASSERT_TRUE(waitFor(
+      [&] { return waitForRun("survivor", "Running", 1s)["status"].value("pages", 0) >= 3; }));
+  const std::string acknowledged = scalar("SELECT count(*) FROM tributary.objects");
+  ::kill(-a.pid, SIGKILL);  // the agent and its connector, as a node dying would
+  a.stop(SIGKILL);
+  const Json done = waitForRun("survivor", "Succeeded", 120s);
+  ASSERT_FALSE(done.is_null()) << kubectl({"get", "sr", "-o", "yaml"}).output;
+  EXPECT_EQ(done["status"]["agent"], "node-b");
+  EXPECT_EQ(done["status"]["attempt"], 2);
+  EXPECT_GE(std::stoi(acknowledged), 30);
+  EXPECT_EQ(liveCount("survivor"), "300");
+  EXPECT_EQ(scalar("SELECT count(*) - count(DISTINCT remote_id) FROM tributary.objects"), "0");
+  EXPECT_NE(kubectl({"get", "events"}).output.find("AgentLost"), std::string::npos);
+}
+
+// 9. 200 consecutive runs on one agent: file descriptors, threads, child processes and temp
+// files stay flat.
+TEST_F(AgentE2E, TwoHundredRunsLeaveNothingBehind) {
+  startController();
+  Process& agent = startAgent("node-a");
+  apply(goConnector("go") + "---\n" +
+        syncJob("again", "go", "{\"pages\": 1, \"page_size\": 5}",
+                "  schedule: \"0 0 1 1 *\"\n  successfulRunsHistoryLimit: 1\n"));
+  const fs::path proc = fs::path("/proc") / std::to_string(agent.pid);
+  auto threads = [&] {
+    const std::string status = readFile(proc / "status");
+    const auto at = status.find("Threads:");
+    return at == std::string::npos ? -1 : std::stoi(status.substr(at + 8));
+  };
+  const fs::path tmp = dir_ / "cache-node-a" / "tmp";  // the agent's TMPDIR
+  struct Sample {
+    int fds, threads, children, temp;
+  };
+  auto sample = [&] {
+    return Sample{countEntries(proc / "fd"), threads(),
+                  static_cast<int>(childrenOf(agent.pid).size()), countEntries(tmp)};
+  };
+  auto runOnce = [&](int i) {
+    ASSERT_EQ(kubectl({"annotate", "--overwrite", "syncjob/again",
+                       "tributary.dev/run-now=r" + std::to_string(i)})
+                  .exit_code,
+              0);
+    ASSERT_TRUE(waitFor(
+        [&] {
+          return scalar("SELECT count(*) FROM tributary.sync_runs WHERE namespace = '" + ns_ +
+                        "' AND outcome = 'succeeded'") == std::to_string(i + 1);
+        },
+        60s))
+        << "run " << i;
+  };
+  for (int i = 0; i < 20; ++i) {
+    runOnce(i);
+  }
+  std::this_thread::sleep_for(2s);  // the last run's threads end
+  const Sample warm = sample();
+  for (int i = 20; i < 200; ++i) {
+    runOnce(i);
+    if (HasFatalFailure()) {
+      return;
+    }
+  }
+  std::this_thread::sleep_for(2s);
+  const Sample end = sample();
+  std::cout << "after 20 runs → after 200: fds " << warm.fds << " → " << end.fds << ", threads "
+            << warm.threads << " → " << end.threads << ", children " << warm.children << " → "
+            << end.children << ", temp entries " << warm.temp << " → " << end.temp << "\n";
+  EXPECT_LE(end.fds, warm.fds + 3) << "fds " << warm.fds << " → " << end.fds;
+  EXPECT_LE(end.threads, warm.threads + 3) << "threads " << warm.threads << " → " << end.threads;
+  EXPECT_EQ(end.children, 0);
+  EXPECT_LE(end.temp, warm.temp + 2) << "temp entries " << warm.temp << " → " << end.temp;
+}
+
+}  // namespace
+}  // namespace tributary
