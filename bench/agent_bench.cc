@@ -2,7 +2,7 @@
 // same connector and the raw ceiling (store_bench's raw-unnest), on the same PostgreSQL in the
 // same run, with fsync on.
 //
-//   agent_bench [--objects 1000000] [--page-size 1000] [--small 100000]
+//   agent_bench [--objects 1000000] [--page-size 1000] [--small 100000] [--cli-first 1]
 //
 // Every path is an initial load of its own source: the Go go-plugin v1.6.3 test connector sends
 // objects/page-size pages. Rows/s are objects over the store run's duration (started → finished:
@@ -97,6 +97,7 @@ int main(int argc, char** argv) {
   long objects = 1000000;
   long page_size = 1000;
   long small = 100000;
+  bool cli_first = false;  // order effects: run `tributary run` before the agent's large load
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     const long value = std::stol(argv[i + 1]);
@@ -106,6 +107,8 @@ int main(int argc, char** argv) {
       page_size = value;
     } else if (flag == "--small") {
       small = value;
+    } else if (flag == "--cli-first") {
+      cli_first = value != 0;
     } else {
       die(cat("unknown flag ", flag));
     }
@@ -218,24 +221,29 @@ int main(int argc, char** argv) {
     return result;
   };
 
+  auto viaCli = [&]() {
+    std::cerr << "tributary run: " << objects << " objects…\n";
+    const fs::path manifest = dir / "cli.yaml";
+    std::ofstream(manifest) << connectorYaml() << "---\n" << jobYaml("cli-large", objects);
+    auto cli = harness::spawnLogged(
+        {TRIBUTARY_CLI, "run", "-f", manifest.string(), "--syncjob", ns + "/cli-large",
+         "--database-url", dsn, "--cache-dir", (dir / "cli-cache").string()},
+        (dir / "cli.log").string());
+    int cli_status = 0;
+    ::waitpid(*cli, &cli_status, 0);
+    if (!WIFEXITED(cli_status) || WEXITSTATUS(cli_status) != 0) {
+      die(cat("tributary run failed:\n", readFile(dir / "cli.log")));
+    }
+    return runSeconds(dsn, "cli-large");
+  };
+  double cli_seconds = cli_first ? viaCli() : 0;
   std::cerr << "agent path: " << small << " objects…\n";
   const AgentRun agent_small = viaAgent("agent-small", small);
   std::cerr << "agent path: " << objects << " objects…\n";
   const AgentRun agent_large = viaAgent("agent-large", objects);
-
-  std::cerr << "tributary run: " << objects << " objects…\n";
-  const fs::path manifest = dir / "cli.yaml";
-  std::ofstream(manifest) << connectorYaml() << "---\n" << jobYaml("cli-large", objects);
-  auto cli = harness::spawnLogged(
-      {TRIBUTARY_CLI, "run", "-f", manifest.string(), "--syncjob", ns + "/cli-large",
-       "--database-url", dsn, "--cache-dir", (dir / "cli-cache").string()},
-      (dir / "cli.log").string());
-  int status = 0;
-  ::waitpid(*cli, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    die(cat("tributary run failed:\n", readFile(dir / "cli.log")));
+  if (!cli_first) {
+    cli_seconds = viaCli();
   }
-  const double cli_seconds = runSeconds(dsn, "cli-large");
 
   std::cerr << "raw ceiling (store_bench raw-unnest): " << objects << " objects…\n";
   const fs::path raw_out = dir / "raw.txt";
@@ -244,6 +252,7 @@ int main(int argc, char** argv) {
                             std::to_string(pg.pid()), "--objects", std::to_string(objects),
                             "--page-sizes", std::to_string(page_size), "--methods", "raw-unnest"},
                            raw_out.string());
+  int status = 0;
   ::waitpid(*raw, &status, 0);
   const std::string raw_text = readFile(raw_out);
   const auto row = raw_text.find(cat("| ", page_size, " | raw-unnest | "));

@@ -261,6 +261,7 @@ struct Agent::Impl {
       cordoned = unschedulable;
       log.info(unschedulable ? "node cordoned: taking no new runs" : "node uncordoned",
                {{"node", options.node_name}});
+      startWaitingLocked();  // runs bound while it was cordoned
     }
   }
 

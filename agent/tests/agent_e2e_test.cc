@@ -119,6 +119,7 @@ struct AgentFlags {
   int capacity = 4;
   std::map<std::string, std::string> labels;
   std::string drain_timeout = "30s";
+  std::string node_name;  ///< --node-name (the cordon check)
 };
 AgentFlags withLabel(int capacity, const std::string& zone) {
   AgentFlags flags;
@@ -222,6 +223,9 @@ class AgentE2E : public ::testing::Test {
         "--drain-timeout=" + flags.drain_timeout};
     for (const auto& [k, v] : flags.labels) {
       args.push_back("--label=" + k + "=" + v);
+    }
+    if (!flags.node_name.empty()) {
+      args.push_back("--node-name=" + flags.node_name);
     }
     auto pid = harness::spawnLogged(args, p.log);
     EXPECT_TRUE(pid.ok()) << pid.status();
@@ -657,6 +661,85 @@ TEST_F(AgentE2E, TwoHundredRunsLeaveNothingBehind) {
   EXPECT_LE(end.threads, warm.threads + 3) << "threads " << warm.threads << " → " << end.threads;
   EXPECT_EQ(end.children, 0);
   EXPECT_LE(end.temp, warm.temp + 2) << "temp entries " << warm.temp << " → " << end.temp;
+}
+
+// activeDeadlineSeconds: the controller fails the run (DeadlineExceeded, no retry) and the agent
+// kills the connector and records the store run failed, deleting nothing.
+TEST_F(AgentE2E, ActiveDeadlineStopsTheConnector) {
+  startController();
+  Process& agent = startAgent("node-a");
+  apply(goConnector("slow") + "---\n" +
+        syncJob("bounded", "slow", "{\"pages\": 200, \"page_size\": 5, \"page_delay_ms\": 100}",
+                "  activeDeadlineSeconds: 3\n"));
+  const Json run = waitForRun("bounded", "Failed", 60s);
+  ASSERT_FALSE(run.is_null()) << kubectl({"get", "sr", "-o", "yaml"}).output;
+  EXPECT_EQ(run["status"]["reason"], "DeadlineExceeded");
+  EXPECT_EQ(run["status"]["attempt"], 1);
+  EXPECT_TRUE(waitFor([&] { return childrenOf(agent.pid, "connector").empty(); }, 20s));
+  EXPECT_TRUE(waitFor(
+      [&] {
+        return scalar("SELECT outcome FROM tributary.sync_runs WHERE namespace = '" + ns_ + "'") ==
+               "failed";
+      },
+      20s));
+  EXPECT_EQ(scalar("SELECT count(*) FROM tributary.objects WHERE deleted_at IS NOT NULL"), "0");
+}
+
+// An agent killed mid-sync and started again under the same name: the run it left Running is
+// reported (AgentRestarted) and retried; the agent's old private directories are gone.
+TEST_F(AgentE2E, RestartedAgentReportsTheRunItLost) {
+  startController();
+  Process& first = startAgent("node-a");
+  apply(goConnector("slow") + "---\n" +
+        syncJob("resumed", "slow", "{\"pages\": 30, \"page_size\": 10, \"page_delay_ms\": 50}"));
+  ASSERT_TRUE(waitFor(
+      [&] { return waitForRun("resumed", "Running", 1s)["status"].value("pages", 0) >= 2; }));
+  ::kill(first.pid, SIGKILL);
+  first.stop(SIGKILL);
+  const fs::path temp = dir_ / "cache-node-a" / "tmp";
+  ASSERT_GT(countEntries(temp), 0) << "the killed host left no private directory to sweep";
+  startAgent("node-a");
+  EXPECT_TRUE(waitFor([&] { return countEntries(temp) <= 1; }, 20s));
+  const Json done = waitForRun("resumed", "Succeeded", 120s);
+  ASSERT_FALSE(done.is_null()) << kubectl({"get", "sr", "-o", "yaml"}).output;
+  EXPECT_EQ(done["status"]["attempt"], 2);
+  EXPECT_EQ(liveCount("resumed"), "300");
+  EXPECT_NE(kubectl({"get", "events"}).output.find("AgentRestarted"), std::string::npos)
+      << kubectl({"get", "events"}).output;
+}
+
+// A cordoned node takes no new runs (capacity 0 on its Lease); uncordoned, it runs them.
+TEST_F(AgentE2E, CordonedNodeTakesNoNewRuns) {
+  const std::string node = "node-" + ns_;
+  ASSERT_EQ(KubeApiServer::shared()
+                .runKubectl({"apply", "-f", "-"},
+                            "apiVersion: v1\nkind: Node\nmetadata:\n  name: " + node +
+                                "\nspec:\n  unschedulable: true\n")
+                .exit_code,
+            0);
+  startController();
+  AgentFlags flags;
+  flags.node_name = node;
+  startAgent("node-a", flags);
+  ASSERT_TRUE(waitFor(
+      [&] {
+        const auto l = lease("node-a");
+        return l && (*l)["metadata"]["annotations"]["tributary.dev/capacity"] == "0";
+      },
+      20s));
+  apply(goConnector("go") + "---\n" + syncJob("waits", "go", "{\"pages\": 1}"));
+  std::this_thread::sleep_for(4s);
+  const auto runs = runsOf("waits");
+  ASSERT_EQ(runs.size(), 1U);
+  EXPECT_EQ(phase(runs[0]), "Pending") << runs[0].dump(2);
+  ASSERT_EQ(KubeApiServer::shared()
+                .runKubectl({"patch", "node", node, "--type=merge", "-p",
+                             R"({"spec":{"unschedulable":false}})"})
+                .exit_code,
+            0);
+  EXPECT_FALSE(waitForRun("waits", "Succeeded", 60s).is_null())
+      << kubectl({"get", "sr", "-o", "yaml"}).output;
+  static_cast<void>(KubeApiServer::shared().runKubectl({"delete", "node", node}));
 }
 
 }  // namespace
