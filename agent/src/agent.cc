@@ -102,9 +102,9 @@ struct ActiveRun {
   std::string uid;
   int attempt = 1;
   std::stop_source stop;
-  /// Set before stop is requested: how the run's end is reported ("" = not at all: the run
-  /// object is gone).
-  std::mutex mu;
+  std::mutex mu;  // guards the fields below
+  /// Set before stop is requested: why the run was cancelled, and whether that is reported
+  /// (not when the run object is gone or no longer this agent's).
   std::optional<Verdict> cancel;
   bool report = true;
   // Progress, written by the run thread, read by the progress writer.
@@ -475,13 +475,14 @@ struct Agent::Impl {
     }
   }
 
-  void writeProgress(ActiveRun& entry, const api::SyncRun& run, bool force) {
+  // At most once per progress_interval, and only when something changed.
+  void writeProgress(ActiveRun& entry, const api::SyncRun& run) {
     std::optional<store::RunCounters> counters;
     std::int64_t token = 0;
     {
       const std::lock_guard lock(entry.mu);
-      if (entry.finished || (!entry.progress_dirty && !force) ||
-          (!force && SteadyClock::now() - entry.last_write < options.progress_interval)) {
+      if (entry.finished || !entry.progress_dirty ||
+          SteadyClock::now() - entry.last_write < options.progress_interval) {
         return;
       }
       entry.progress_dirty = false;
@@ -520,7 +521,7 @@ struct Agent::Impl {
       }
       for (auto& [entry, run] : todo) {
         if (run.uid == entry->uid && run.attempt == entry->attempt) {
-          writeProgress(*entry, run, false);
+          writeProgress(*entry, run);
         }
       }
       std::unique_lock lock(m);
