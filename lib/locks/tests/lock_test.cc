@@ -70,6 +70,43 @@ class RedisLockTest : public ::testing::Test {
   SourceLockPtr lock_;
 };
 
+// A Redis with a password (requirepass): the right one locks, a wrong or missing one fails with
+// UNAUTHENTICATED and a message that names neither password.
+TEST(RedisAuthTest, PasswordIsSentAndAWrongOneIsAClearError) {
+  harness::RedisServer redis;  // a private one: its password does not leak into other tests
+  ASSERT_TRUE(redis.start().ok());
+  // Set after the start: the harness's readiness probe speaks without a password.
+  redisContext* admin = redisConnect(redis.host().c_str(), redis.port());
+  ASSERT_TRUE(admin != nullptr && admin->err == 0);
+  freeReplyObject(redisCommand(admin, "CONFIG SET requirepass s3cret-pw"));
+  redisFree(admin);
+  auto lockWith = [&](const std::string& password) {
+    RedisLockOptions options;
+    options.host = redis.host();
+    options.port = redis.port();
+    options.password = password;
+    return makeRedisLock(options);
+  };
+  AcquireOptions acquire;
+  acquire.ttl = 2s;
+  auto lease = lockWith("s3cret-pw")->acquire("auth/source", acquire);
+  ASSERT_TRUE(lease.ok()) << lease.status();
+  EXPECT_GT((*lease)->fencingToken(), 0);
+  for (const std::string& wrong : {std::string("wrong-pw"), std::string()}) {
+    auto refused = lockWith(wrong)->acquire("auth/other", acquire);
+    ASSERT_FALSE(refused.ok());
+    const std::string message(refused.status().message());
+    if (wrong.empty()) {
+      EXPECT_THAT(message, HasSubstr("NOAUTH"));  // the server's own word for it
+    } else {
+      EXPECT_TRUE(absl::IsUnauthenticated(refused.status())) << refused.status();
+      EXPECT_THAT(message, HasSubstr("check the Redis password"));
+      EXPECT_EQ(message.find("wrong-pw"), std::string::npos);
+    }
+    EXPECT_EQ(message.find("s3cret-pw"), std::string::npos);
+  }
+}
+
 TEST_F(RedisLockTest, AcquireIsExclusiveAndReleaseFreesIt) {
   const std::string source = uniqueSource("a");
   auto first = lock_->acquire(source, opts());
