@@ -448,7 +448,7 @@ TEST_F(AgentE2E, OptionsFromASecretNeverShowUp) {
 TEST_F(AgentE2E, AgentSelectorAndCapacityAreRespected) {
   startController();
   startAgent("node-a", withLabel(4, "a"));
-  startAgent("node-b", withLabel(2, "b"));
+  const Process& node_b = startAgent("node-b", withLabel(2, "b"));
   std::string yaml = goConnector("slow");
   for (int i = 0; i < 3; ++i) {
     yaml += "---\n" + syncJob("job" + std::to_string(i), "slow",
@@ -482,6 +482,11 @@ TEST_F(AgentE2E, AgentSelectorAndCapacityAreRespected) {
   for (int i = 0; i < 3; ++i) {
     EXPECT_EQ(liveCount("job" + std::to_string(i)), "40");
   }
+  // Concurrent runs of one connector installed it once (one cache per agent).
+  const std::string metrics = harness::httpGetLoopback(node_b.metrics_port, "/metrics");
+  EXPECT_NE(metrics.find("tributary_connector_install_duration_seconds_count 1\n"),
+            std::string::npos)
+      << metrics;
   // Runs of one source never overlap in the store.
   EXPECT_EQ(scalar("SELECT count(*) FROM tributary.sync_runs a JOIN tributary.sync_runs b "
                    "ON a.source_id = b.source_id AND a.run_id < b.run_id AND "
