@@ -340,24 +340,16 @@ int main(int argc, char** argv) {
   }
   agent::Agent& agent = **created;
 
-  std::vector<std::unique_ptr<metrics::HttpServer>> servers;
-  auto serve = [&](const std::string& addr, const char* what) -> bool {
-    if (addr.empty() || addr == "0") {
-      return true;
-    }
-    auto s = metrics::HttpServer::start(
-        addr, metrics::operationsHandler(
-                  registry, [&] { return agent.ready(); }, "lease not held or runs not synced"));
-    if (!s.ok()) {
-      log.error("cannot serve", {{"what", what}, {"error", s.status().message()}});
-      return false;
-    }
-    log.info("serving", {{"what", what}, {"port", (*s)->port()}});
-    servers.push_back(std::move(*s));
-    return true;
-  };
-  if (!serve(metrics_addr, "metrics") || !serve(probe_addr, "health probes")) {
+  auto servers = metrics::serveAll(
+      {metrics_addr, probe_addr},
+      metrics::operationsHandler(
+          registry, [&] { return agent.ready(); }, "lease not held or runs not synced"));
+  if (!servers.ok()) {
+    log.error("cannot serve", {{"error", servers.status().message()}});
     return 1;
+  }
+  for (const auto& server : *servers) {
+    log.info("serving", {{"port", server->port()}});
   }
   if (absl::Status st = agent.start(); !st.ok()) {
     return fatal("cannot start", st);
@@ -374,7 +366,7 @@ int main(int argc, char** argv) {
              {{"active", agent.activeRuns()}});
   }
   agent.stop();
-  for (auto& s : servers) {
+  for (auto& s : *servers) {
     s->stop();
   }
   log.info("stopped");

@@ -10,22 +10,14 @@
 #include <cerrno>
 #include <cstdlib>
 #include <fcntl.h>
-#include <regex>
 #include <unistd.h>
 
 extern char** environ;  // NOLINT: POSIX
 
 namespace tributary::cli {
-namespace {
 
+using api::isEnvName;
 using strings::cat;
-
-bool isEnvName(std::string_view name) {
-  static const std::regex kEnvName(R"(^[A-Za-z_][A-Za-z0-9_]*$)");
-  return !name.empty() && name.size() <= 128 && std::regex_match(std::string(name), kEnvName);
-}
-
-}  // namespace
 
 std::string secretVariable(const std::string& secret, const std::string& key) {
   std::string out = "TRIBUTARY_SECRET_";

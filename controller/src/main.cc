@@ -183,24 +183,16 @@ int main(int argc, char** argv) {
   options.logger = log;
   controller::Controller ctrl(options);
 
-  std::vector<std::unique_ptr<metrics::HttpServer>> servers;
-  auto serve = [&](const std::string& addr, const char* what) -> bool {
-    if (addr.empty() || addr == "0") {
-      return true;
-    }
-    auto s = metrics::HttpServer::start(
-        addr, metrics::operationsHandler(
-                  registry, [&] { return ctrl.synced(); }, "informers not synced"));
-    if (!s.ok()) {
-      log.error("cannot serve", {{"what", what}, {"error", std::string(s.status().message())}});
-      return false;
-    }
-    log.info("serving", {{"what", what}, {"port", (*s)->port()}});
-    servers.push_back(std::move(*s));
-    return true;
-  };
-  if (!serve(metrics_addr, "metrics") || !serve(probe_addr, "health probes")) {
+  auto servers =
+      metrics::serveAll({metrics_addr, probe_addr},
+                        metrics::operationsHandler(
+                            registry, [&] { return ctrl.synced(); }, "informers not synced"));
+  if (!servers.ok()) {
+    log.error("cannot serve", {{"error", std::string(servers.status().message())}});
     return 1;
+  }
+  for (const auto& server : *servers) {
+    log.info("serving", {{"port", server->port()}});
   }
 
   ctrl.startInformers();
@@ -254,7 +246,7 @@ int main(int argc, char** argv) {
     }
   }
   ctrl.stop();
-  for (auto& s : servers) {
+  for (auto& s : *servers) {
     s->stop();
   }
   log.info("stopped");

@@ -2,19 +2,8 @@
 
 #include "tributary/common/strings.h"
 
-#include <regex>
-
 namespace tributary::api {
-namespace {
-
 using strings::cat;
-
-bool isEnvName(std::string_view name) {
-  static const std::regex kEnvName(R"(^[A-Za-z_][A-Za-z0-9_]*$)");
-  return !name.empty() && name.size() <= 128 && std::regex_match(std::string(name), kEnvName);
-}
-
-}  // namespace
 
 absl::StatusOr<Credentials> resolveCredentials(const Connector& connector,
                                                const SecretSource& secrets) {

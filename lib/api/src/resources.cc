@@ -207,11 +207,6 @@ class Doc {
 // A string that YAML would not turn into something else (a plain `true` or `8080` is not one).
 bool isStringScalar(const Node& node) { return node.IsString(); }
 
-bool isEnvName(std::string_view name) {
-  static const std::regex kEnvName(R"(^[A-Za-z_][A-Za-z0-9_]*$)");
-  return !name.empty() && name.size() <= 128 && std::regex_match(std::string(name), kEnvName);
-}
-
 bool isSecretKey(std::string_view key) {
   static const std::regex kKey(R"(^[-._a-zA-Z0-9]+$)");
   return !key.empty() && key.size() <= 253 && std::regex_match(std::string(key), kKey);
@@ -727,6 +722,11 @@ std::int64_t metaGeneration(const Json& object) {
 }
 
 }  // namespace
+
+bool isEnvName(std::string_view name) {
+  static const std::regex kEnvName(R"(^[A-Za-z_][A-Za-z0-9_]*$)");
+  return !name.empty() && name.size() <= 128 && std::regex_match(std::string(name), kEnvName);
+}
 
 std::string describe(const std::vector<Problem>& problems) {
   std::vector<std::string> parts;

@@ -146,4 +146,21 @@ HttpServer::Handler operationsHandler(std::shared_ptr<Registry> registry,
   };
 }
 
+absl::StatusOr<std::vector<std::unique_ptr<HttpServer>>> serveAll(
+    const std::vector<std::string>& addresses, const HttpServer::Handler& handler) {
+  std::vector<std::unique_ptr<HttpServer>> servers;
+  for (const std::string& address : addresses) {
+    if (address.empty() || address == "0") {
+      continue;
+    }
+    auto server = HttpServer::start(address, handler);
+    if (!server.ok()) {
+      return absl::Status(server.status().code(), strings::cat("cannot serve on ", address, ": ",
+                                                               server.status().message()));
+    }
+    servers.push_back(*std::move(server));
+  }
+  return servers;
+}
+
 }  // namespace tributary::metrics

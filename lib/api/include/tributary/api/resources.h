@@ -53,6 +53,9 @@ inline constexpr int kFailedRunsHistoryLimit = 1;
 inline constexpr std::string_view kTrigger = "Schedule";
 }  // namespace defaults
 
+/// An environment variable name: [A-Za-z_][A-Za-z0-9_]*, at most 128 characters.
+bool isEnvName(std::string_view name);
+
 // --- problems ----------------------------------------------------------------------------------
 
 /// One thing wrong with an object: the field path ("spec.env[2].valueFrom.secretKeyRef.key")

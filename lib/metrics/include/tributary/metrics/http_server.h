@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace tributary::metrics {
 
@@ -46,5 +47,10 @@ class Registry;
 /// /livez (always ok), /readyz (200 while `ready()`, else 503 with `not_ready`).
 HttpServer::Handler operationsHandler(std::shared_ptr<Registry> registry,
                                       std::function<bool()> ready, std::string not_ready);
+
+/// One server with `handler` per address that is set ("" or "0" disables it): a binary's metrics
+/// and probe addresses. Errors name the address.
+absl::StatusOr<std::vector<std::unique_ptr<HttpServer>>> serveAll(
+    const std::vector<std::string>& addresses, const HttpServer::Handler& handler);
 
 }  // namespace tributary::metrics
