@@ -326,7 +326,7 @@ PhaseResult runController(harness::KubeApiServer& server, std::shared_ptr<kube::
   std::atomic<int> bound{0};
   kube::InformerOptions io;
   io.type = kube::resources::syncRun();
-  io.ns = ns;
+  io.namespaces = {ns};
   kube::Informer runs(client, io);
   auto note = [&](const Json& run) {
     const std::string phase = run.contains("status") ? run["status"].value("phase", "") : "";

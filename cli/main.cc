@@ -24,6 +24,7 @@ constexpr const char* kUsage =
   connector run       run a connector once and print its pages (nothing stored)
   connector test      conformance checks for a connector (any language)
   connector import    print the Connector manifest of a c1 connector JSON
+  status              check the operator installed in a cluster (CRDs, agents, controller)
 
 Exit status: 0 ok, 1 connector failed, 2 usage, 3 invalid input, 4 database, 5 install,
 6 fenced by another run, 130 interrupted (cli/README.md).
@@ -49,6 +50,9 @@ int main(int argc, char** argv) {
   }
   if (command == "objects") {
     return objectsCommand(rest);
+  }
+  if (command == "status") {
+    return statusCommand(rest);
   }
   if (command == "db") {
     return dbCommand(rest);

@@ -4,6 +4,8 @@
 #   kube-apiserver  v1.34.4   k8s.io/kubernetes/cmd/kube-apiserver  (wrapper: tests/kube/gomod/kubernetes)
 #   kubectl         v1.34.4   k8s.io/kubernetes/cmd/kubectl         (same wrapper module)
 #   etcd            v3.6.16   go.etcd.io/etcd/server/v3             (wrapper: tests/kube/gomod/etcd)
+#   helm            v3.19.5   helm.sh/helm/v3/cmd/helm              (wrapper: tests/kube/gomod/helm, a
+#                                                                   `tool` of the wrapper's go.mod)
 #
 # k8s.io/kubernetes cannot be `go install`ed (it requires its staging modules at v0.0.0), and the
 # etcd server's go.mod has replace directives; the wrapper modules require them as dependencies,
@@ -11,7 +13,7 @@
 #
 # Usage: build-kube.sh [OUTDIR]
 #   Builds what is missing into the cache, prints the absolute path of each binary (one per line:
-#   kube-apiserver, etcd, kubectl) and, with OUTDIR, also symlinks them into OUTDIR.
+#   kube-apiserver, etcd, kubectl, helm) and, with OUTDIR, also symlinks them into OUTDIR.
 #
 # Cache: ${TRIBUTARY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tributary}/kube/<name>-<version>/,
 # with a stamp that records the hash of the wrapper's go.mod/go.sum and the Go version used. A
@@ -34,6 +36,7 @@ set -euo pipefail
 
 readonly KUBE_VERSION=v1.34.4
 readonly ETCD_VERSION=v3.6.16
+readonly HELM_VERSION=v3.19.5
 
 if [[ $# -gt 1 || ${1:-} == -* ]]; then
   echo "usage: $0 [OUTDIR]" >&2
@@ -44,6 +47,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${TRIBUTARY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tributary}/kube
 kube_mod=$root/tests/kube/gomod/kubernetes
 etcd_mod=$root/tests/kube/gomod/etcd
+helm_mod=$root/tests/kube/gomod/helm
 
 die() {
   echo "build-kube.sh: $*" >&2
@@ -56,16 +60,26 @@ grep -qE "^(require |[[:space:]])k8s.io/kubernetes ${KUBE_VERSION}( // indirect)
   "$kube_mod/go.mod" || die "$kube_mod/go.mod does not require k8s.io/kubernetes $KUBE_VERSION"
 grep -qE "^(require |[[:space:]])go.etcd.io/etcd/server/v3 ${ETCD_VERSION}( // indirect)?\$" \
   "$etcd_mod/go.mod" || die "$etcd_mod/go.mod does not require go.etcd.io/etcd/server/v3 $ETCD_VERSION"
+grep -qE "^(require |[[:space:]])helm.sh/helm/v3 ${HELM_VERSION}( // indirect)?\$" \
+  "$helm_mod/go.mod" || die "$helm_mod/go.mod does not require helm.sh/helm/v3 $HELM_VERSION"
 
 modhash() { cat "$1/go.mod" "$1/go.sum" | sha256sum | cut -c1-16; }
 kube_hash=$(modhash "$kube_mod")
 etcd_hash=$(modhash "$etcd_mod")
+# Helm's default Kubernetes version (`helm template`, `helm lint`) is set at link time, like its
+# Makefile does: that of the k8s.io modules it is built with (v0.34 → 1.34).
+helm_ldflags=" -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+  helm_ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=34"
+done
+helm_hash=$(cat "$helm_mod/go.mod" "$helm_mod/go.sum" <(echo "$helm_ldflags") | sha256sum | cut -c1-16)
 
 # name|version|module dir|package|hash
 components=(
   "kube-apiserver|$KUBE_VERSION|$kube_mod|k8s.io/kubernetes/cmd/kube-apiserver|$kube_hash"
   "etcd|$ETCD_VERSION|$etcd_mod|go.etcd.io/etcd/server/v3|$etcd_hash"
   "kubectl|$KUBE_VERSION|$kube_mod|k8s.io/kubernetes/cmd/kubectl|$kube_hash"
+  "helm|$HELM_VERSION|$helm_mod|helm.sh/helm/v3/cmd/helm|$helm_hash"
 )
 
 # Whether <dir> holds a binary built from the module state <hash>.
@@ -141,9 +155,11 @@ for c in "${components[@]}"; do
     continue
   fi
   ldflags="-s -w"
-  if [[ $name != etcd ]]; then
-    ldflags+=$kube_ldflags
-  fi
+  case $name in
+  etcd) ;;
+  helm) ldflags+=$helm_ldflags ;;
+  *) ldflags+=$kube_ldflags ;;
+  esac
   tmp=$(mktemp -d "$cache/.build-$name.XXXXXX")
   start=$(date +%s)
   echo "build-kube.sh: building $name $version with $go_version (-p $jobs); the first build takes minutes" >&2

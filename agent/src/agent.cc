@@ -178,6 +178,22 @@ struct Agent::Impl {
       registry->gauge("tributary_agent_active_runs", "Runs this agent is executing.");
   metrics::Family<metrics::Gauge>& capacity_gauge = registry->gauge(
       "tributary_agent_capacity", "Runs this agent takes at once (0 while draining or cordoned).");
+  // Every label-less series, and the labels every sync produces, exported from the start at 0:
+  // a series born with its first increment shows no increase to rate().
+  const bool metrics_initialised = [this] {
+    for (auto* counter : {&pages_total, &bytes_total, &connector_failures}) {
+      counter->with({});
+    }
+    for (auto* histogram : {&install_seconds, &lock_wait_seconds, &write_seconds}) {
+      histogram->with({});
+    }
+    runs_total.with({"succeeded"});
+    run_seconds.with({"succeeded"});
+    for (const char* outcome : {"inserted", "updated", "unchanged", "deleted"}) {
+      objects_total.with({outcome});
+    }
+    return true;
+  }();
 
   // --- Lease ---------------------------------------------------------------------------------
 
@@ -798,7 +814,7 @@ absl::Status Agent::start() {
   impl.lease_held = true;
   kube::InformerOptions informer;
   informer.type = kube::resources::syncRun();
-  informer.ns = impl.options.watch_namespace;
+  informer.namespaces = impl.options.watch_namespaces;
   informer.field_selector = cat("status.agent=", impl.options.name);
   informer.transform = kube::stripManagedFields;
   informer.logger = impl.log.named("informer");

@@ -6,6 +6,7 @@
 #include "tributary/installer/installer.h"
 #include "tributary/installer/secrets.h"
 #include "tributary/kube/config.h"
+#include "tributary/kube/informer.h"
 #include "tributary/kube/metrics.h"
 #include "tributary/locks/lock.h"
 #include "tributary/metrics/http_server.h"
@@ -35,7 +36,7 @@ Every flag can also be set by the environment variable named in brackets.
   --node-name NODE             Node whose cordon (spec.unschedulable) stops new runs [NODE_NAME]
   --lease-namespace NS         namespace of the agent Leases (default tributary-system)
                                [TRIBUTARY_LEASE_NAMESPACE]
-  --namespace NS               run SyncRuns of NS only (default: all) [TRIBUTARY_WATCH_NAMESPACE]
+  --namespace NS[,NS...]       run SyncRuns of these only (default: all) [TRIBUTARY_WATCH_NAMESPACE]
   --label KEY=VALUE            a label of the agent's Lease (agentSelector), repeatable
                                [TRIBUTARY_AGENT_LABELS, comma-separated]
   --capacity N                 runs at once (default 4) [TRIBUTARY_AGENT_CAPACITY]
@@ -118,7 +119,7 @@ int main(int argc, char** argv) {
   options.name = env("TRIBUTARY_AGENT_NAME", env("NODE_NAME"));
   options.node_name = env("NODE_NAME");
   options.lease_namespace = env("TRIBUTARY_LEASE_NAMESPACE", "tributary-system");
-  options.watch_namespace = env("TRIBUTARY_WATCH_NAMESPACE");
+  std::string watch_namespaces = env("TRIBUTARY_WATCH_NAMESPACE");
   options.capacity = std::atoi(env("TRIBUTARY_AGENT_CAPACITY", "4").c_str());
   std::string database_url = env("TRIBUTARY_DATABASE_URL");
   std::string database_password_file = env("TRIBUTARY_DATABASE_PASSWORD_FILE");
@@ -181,7 +182,7 @@ int main(int argc, char** argv) {
     } else if (arg == "--lease-namespace") {
       options.lease_namespace = next();
     } else if (arg == "--namespace") {
-      options.watch_namespace = next();
+      watch_namespaces = next();
     } else if (arg == "--label") {
       const std::string label = next();
       const auto eq = label.find('=');
@@ -245,6 +246,11 @@ int main(int argc, char** argv) {
     log.error(what, {{"error", status.message()}});
     return 1;
   };
+  auto parsed_namespaces = kube::parseNamespaceList(watch_namespaces);
+  if (!parsed_namespaces.ok()) {
+    return fatal("bad --namespace", parsed_namespaces.status());
+  }
+  options.watch_namespaces = std::move(*parsed_namespaces);
   if (database_url.empty()) {
     return fatal("no database",
                  absl::InvalidArgumentError("set --database-url or TRIBUTARY_DATABASE_URL"));

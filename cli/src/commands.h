@@ -12,5 +12,6 @@ int connectorImportCommand(const std::vector<std::string>& args);
 int runCommand(const std::vector<std::string>& args);
 int dbCommand(const std::vector<std::string>& args);
 int objectsCommand(const std::vector<std::string>& args);
+int statusCommand(const std::vector<std::string>& args);
 
 }  // namespace tributary::cli

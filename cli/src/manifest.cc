@@ -418,6 +418,22 @@ const ConnectorManifest* Manifests::connector(const std::string& ns,
   return nullptr;
 }
 
+absl::StatusOr<std::vector<nlohmann::json>> yamlDocumentsToJson(const std::string& text,
+                                                                const std::string& source) {
+  std::vector<nlohmann::json> out;
+  try {
+    for (const YAML::Node& doc : YAML::LoadAll(text)) {
+      if (doc && !doc.IsNull()) {
+        out.push_back(toJson(doc));
+      }
+    }
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(
+        cat(source, ":", e.mark.line + 1, ":", e.mark.column + 1, ": invalid YAML: ", e.msg));
+  }
+  return out;
+}
+
 namespace {
 
 void parseInto(const std::string& text, const std::string& source,

@@ -49,6 +49,11 @@ absl::StatusOr<Manifests> loadManifests(const std::vector<std::string>& files,
 absl::StatusOr<Manifests> parseManifests(const std::string& text, const std::string& source,
                                          const std::string& default_namespace);
 
+/// Every non-empty document of a YAML stream as JSON, plain scalars typed by the YAML 1.2 core
+/// schema (what `kubectl` does), quoted ones strings. Errors name `source`, line and column.
+absl::StatusOr<std::vector<nlohmann::json>> yamlDocumentsToJson(const std::string& text,
+                                                                const std::string& source);
+
 /// The Connector manifest (YAML) equivalent to a c1 connector spec.
 std::string connectorManifestYaml(const installer::ConnectorSpec& spec, const std::string& ns);
 

@@ -85,30 +85,6 @@ bool selectorMatches(const Json& selector, const Json& labels) {
   return true;
 }
 
-struct Agent {
-  std::string name;
-  bool live = false;
-  TimePoint expires;
-  int capacity = kDefaultAgentCapacity;
-};
-
-Agent agentFrom(const Json& lease, TimePoint now) {
-  Agent a;
-  a.name = kube::nameOf(lease);
-  const auto renew = timeAt(lease, "/spec/renewTime");
-  const auto duration = integer(lease, "/spec/leaseDurationSeconds").value_or(0);
-  if (renew && !str(lease, "/spec/holderIdentity").empty()) {
-    a.expires = *renew + std::chrono::seconds(duration);
-    a.live = a.expires > now;
-  }
-  const std::string cap =
-      str(lease, strings::cat("/metadata/annotations/", std::string("tributary.dev~1capacity")));
-  if (!cap.empty()) {
-    a.capacity = std::max(0, std::atoi(cap.c_str()));
-  }
-  return a;
-}
-
 std::uint64_t fnv64(std::string_view s) {
   std::uint64_t h = 1469598103934665603ULL;
   for (const char c : s) {
@@ -153,19 +129,20 @@ Controller::Controller(ControllerOptions options)
     log.warn("cannot record event",
              {{"reason", std::string(reason)}, {"error", std::string(st.message())}});
   });
-  auto informer = [&](const kube::ResourceType& type, std::string ns, std::string selector) {
+  auto informer = [&](const kube::ResourceType& type, std::vector<std::string> namespaces,
+                      std::string selector) {
     kube::InformerOptions o;
     o.type = type;
-    o.ns = std::move(ns);
+    o.namespaces = std::move(namespaces);
     o.label_selector = std::move(selector);
     o.logger = log_;
     o.transform = kube::stripManagedFields;
     return std::make_unique<kube::Informer>(client_, std::move(o));
   };
-  connectors_ = informer(kube::resources::connector(), options_.watch_namespace, "");
-  jobs_ = informer(kube::resources::syncJob(), options_.watch_namespace, "");
-  runs_ = informer(kube::resources::syncRun(), options_.watch_namespace, "");
-  leases_ = informer(kube::resources::lease(), options_.agent_namespace,
+  connectors_ = informer(kube::resources::connector(), options_.watch_namespaces, "");
+  jobs_ = informer(kube::resources::syncJob(), options_.watch_namespaces, "");
+  runs_ = informer(kube::resources::syncRun(), options_.watch_namespaces, "");
+  leases_ = informer(kube::resources::lease(), {options_.agent_namespace},
                      strings::cat(kAgentLabel, "=true"));
 
   auto enqueue = [this](std::string_view which, const std::string& key) {
@@ -256,11 +233,12 @@ Controller::Controller(ControllerOptions options)
     int expired = 0;
     const auto now = options_.clock();
     for (const auto& l : leases_->store().list()) {
-      (agentFrom(*l, now).live ? live : expired)++;
+      (api::parseAgentLease(*l, now).live ? live : expired)++;
     }
     auto& g = registry_->gauge("tributary_agents", "Agent Leases seen, by state", {"state"});
     g.with({"live"}).set(live);
     g.with({"expired"}).set(expired);
+    collectRunGauges(now);
     std::shared_ptr<Queues> q;
     {
       std::lock_guard lock(mu_);
@@ -276,6 +254,63 @@ Controller::Controller(ControllerOptions options)
           .set(q && i < q->pools.size() ? q->pools[i]->activeWorkers() : 0);
     }
   });
+}
+
+// Gauges of the cached objects, computed at each scrape: SyncRuns by phase, active runs past
+// their deadline (which the SyncRun reconciler should have failed: TributaryRunsOverdue), and
+// each SyncJob's last result (one series per SyncJob, dropped with it).
+void Controller::collectRunGauges(TimePoint now) {
+  std::map<std::string, int> phases{
+      {"Pending", 0}, {"Bound", 0}, {"Running", 0}, {"Succeeded", 0}, {"Failed", 0}};
+  int overdue = 0;
+  for (const auto& run : runs_->store().list()) {
+    std::string phase = str(*run, "/status/phase");
+    if (phase.empty()) {
+      phase = "Pending";
+    }
+    ++phases[phase];
+    const auto deadline = integer(*run, "/spec/activeDeadlineSeconds");
+    if ((phase == "Bound" || phase == "Running") && deadline) {
+      const auto start = timeAt(*run, "/status/startTime")
+                             .value_or(timeAt(*run, "/status/boundTime").value_or(now));
+      // A minute of grace: the reconciler fails a run at its deadline, not at this scrape.
+      overdue += now >= start + std::chrono::seconds(*deadline) + std::chrono::minutes(1) ? 1 : 0;
+    }
+  }
+  auto& by_phase =
+      registry_->gauge("tributary_syncruns", "SyncRuns in the cache, by phase", {"phase"});
+  for (const auto& [phase, count] : phases) {
+    by_phase.with({phase}).set(count);
+  }
+  registry_
+      ->gauge("tributary_syncruns_overdue",
+              "SyncRuns still Bound or Running a minute after their activeDeadlineSeconds", {})
+      .with({})
+      .set(overdue);
+
+  auto& last_result = registry_->gauge("tributary_syncjob_last_run_succeeded",
+                                       "1 when the SyncJob's last finished run succeeded, 0 when "
+                                       "it failed (absent before the first)",
+                                       {"syncjob_namespace", "syncjob"});
+  auto& last_success = registry_->gauge("tributary_syncjob_last_success_timestamp_seconds",
+                                        "When the SyncJob's last successful run finished",
+                                        {"syncjob_namespace", "syncjob"});
+  std::set<std::vector<std::string>> with_result;
+  std::set<std::vector<std::string>> with_success;
+  for (const auto& job : jobs_->store().list()) {
+    std::vector<std::string> labels{str(*job, "/metadata/namespace"), str(*job, "/metadata/name")};
+    if (const std::string phase = str(*job, "/status/lastRun/phase"); !phase.empty()) {
+      last_result.with(labels).set(phase == "Succeeded" ? 1 : 0);
+      with_result.insert(labels);
+    }
+    if (const auto at = timeAt(*job, "/status/lastSuccessfulTime")) {
+      last_success.with(labels).set(static_cast<double>(
+          std::chrono::duration_cast<std::chrono::seconds>(at->time_since_epoch()).count()));
+      with_success.insert(std::move(labels));
+    }
+  }
+  last_result.removeIf([&](const auto& labels) { return !with_result.contains(labels); });
+  last_success.removeIf([&](const auto& labels) { return !with_success.contains(labels); });
 }
 
 Controller::~Controller() { stop(); }
@@ -515,7 +550,7 @@ void Controller::enqueueRunsForAgents() {
   const auto now = options_.clock();
   std::set<std::string> live;
   for (const auto& l : leases_->store().list()) {
-    if (const Agent a = agentFrom(*l, now); a.live) {
+    if (const api::AgentLease a = api::parseAgentLease(*l, now); a.live) {
       live.insert(a.name);
     }
   }
@@ -1107,7 +1142,7 @@ std::optional<std::string> Controller::pickAgent(const Json& run, const Json* jo
   double best_ratio = 0;
   std::uint64_t best_tie = 0;
   for (const auto& l : leases) {
-    const Agent a = agentFrom(*l, now);
+    const api::AgentLease a = api::parseAgentLease(*l, now);
     if (!a.live || a.capacity <= 0 || load[a.name] >= a.capacity ||
         !selectorMatches(selector, at(*l, "/metadata/labels"))) {
       continue;
@@ -1268,7 +1303,7 @@ Controller::Result Controller::reconcileSyncRun(const std::string& key) {
   if (!lease) {
     return retryOrFail("AgentLost", strings::cat("agent ", agent_name, " has no Lease"));
   }
-  const Agent agent = agentFrom(*lease, now);
+  const api::AgentLease agent = api::parseAgentLease(*lease, now);
   if (!agent.live) {
     return retryOrFail("AgentLost", strings::cat("agent ", agent_name, " lost its Lease"));
   }

@@ -4,6 +4,7 @@
 #include "tributary/common/strings.h"
 #include "tributary/controller/controller.h"
 #include "tributary/kube/config.h"
+#include "tributary/kube/informer.h"
 #include "tributary/kube/leader_election.h"
 #include "tributary/kube/metrics.h"
 #include "tributary/metrics/http_server.h"
@@ -25,7 +26,8 @@ using namespace std::chrono_literals;
 constexpr const char* kUsage = R"(usage: tributary-controller [flags]
 
   --kubeconfig PATH                   kubeconfig (default: $KUBECONFIG, in-cluster, ~/.kube/config)
-  --namespace NS                      watch Connectors/SyncJobs/SyncRuns in NS only (default: all)
+  --namespace NS[,NS...]              watch Connectors/SyncJobs/SyncRuns in these only (default: all)
+  --all-namespaces                    watch every namespace (the default)
   --agent-namespace NS                namespace of the agent Leases (default: tributary-system)
   --workers N                         workers per controller (default 2)
   --leader-elect                      leader election on a coordination.k8s.io Lease
@@ -154,6 +156,11 @@ int main(int argc, char** argv) {
               {{"error", std::string(config.status().message())}});
     return 1;
   }
+  auto watch_namespaces = kube::parseNamespaceList(ns);
+  if (!watch_namespaces.ok()) {
+    log.error("bad --namespace", {{"error", std::string(watch_namespaces.status().message())}});
+    return 2;
+  }
   auto registry = std::make_shared<metrics::Registry>();
   metrics::addProcessMetrics(*registry);
   std::string host = config->server;
@@ -176,7 +183,7 @@ int main(int argc, char** argv) {
 
   controller::ControllerOptions options;
   options.client = *client;
-  options.watch_namespace = ns;
+  options.watch_namespaces = std::move(*watch_namespaces);
   options.agent_namespace = agent_ns;
   options.workers = workers;
   options.registry = registry;

@@ -102,7 +102,7 @@ class ControllerTest : public ::testing::Test {
   void startController(int workers = 2) {
     ControllerOptions o;
     o.client = client_;
-    o.watch_namespace = ns_;
+    o.watch_namespaces = {ns_};
     o.agent_namespace = ns_;
     o.workers = workers;
     o.clock = [this] { return Clock::now() + std::chrono::seconds(offset_.load()); };

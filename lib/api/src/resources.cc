@@ -1,9 +1,11 @@
 #include "tributary/api/resources.h"
 
+#include "tributary/common/rfc3339.h"
 #include "tributary/common/strings.h"
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <regex>
 #include <set>
 
@@ -804,6 +806,34 @@ SyncRun parseSyncRun(const Json& object) {
     }
   }
   return run;
+}
+
+AgentLease parseAgentLease(const Json& lease, std::chrono::system_clock::time_point now) {
+  AgentLease a;
+  const auto text = [&](const Json::json_pointer& at) {
+    return lease.contains(at) && lease[at].is_string() ? lease[at].get<std::string>()
+                                                       : std::string();
+  };
+  a.name = text(Json::json_pointer("/metadata/name"));
+  const auto renew = rfc3339::parseTime(text(Json::json_pointer("/spec/renewTime")));
+  const Json::json_pointer duration_at("/spec/leaseDurationSeconds");
+  const std::int64_t duration =
+      lease.contains(duration_at) && lease[duration_at].is_number_integer()
+          ? lease[duration_at].get<std::int64_t>()
+          : 0;
+  if (renew && !text(Json::json_pointer("/spec/holderIdentity")).empty()) {
+    a.expires = *renew + std::chrono::seconds(duration);
+    a.live = a.expires > now;
+  }
+  const Json::json_pointer annotations_at("/metadata/annotations");
+  if (lease.contains(annotations_at) && lease[annotations_at].is_object()) {
+    const Json& annotations = lease[annotations_at];
+    if (const auto it = annotations.find(std::string(kCapacityAnnotation));
+        it != annotations.end() && it->is_string()) {
+      a.capacity = std::max(0, std::atoi(it->get<std::string>().c_str()));
+    }
+  }
+  return a;
 }
 
 }  // namespace tributary::api

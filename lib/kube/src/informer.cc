@@ -123,10 +123,17 @@ std::optional<Delta> Store::apply(WatchEvent::Type type, Json object) {
   return delta;
 }
 
-std::vector<Delta> Store::replace(std::vector<Json> items) {
+std::vector<Delta> Store::replace(std::vector<Json> items, std::optional<std::string_view> ns) {
   std::vector<Delta> deltas;
+  const std::string prefix = ns ? strings::cat(*ns, "/") : std::string();
+  const auto in_scope = [&](const std::string& key) { return !ns || key.starts_with(prefix); };
   std::lock_guard lock(mu_);
   std::map<std::string, ObjectPtr, std::less<>> next;
+  for (const auto& [key, obj] : items_) {
+    if (!in_scope(key)) {
+      next.emplace(key, obj);  // another namespace's objects: listed by its own reflector
+    }
+  }
   for (Json& item : items) {
     std::string key = keyOf(item);
     auto obj = std::make_shared<const Json>(std::move(item));
@@ -141,12 +148,36 @@ std::vector<Delta> Store::replace(std::vector<Json> items) {
     next[std::move(key)] = std::move(obj);
   }
   for (const auto& [key, obj] : items_) {
-    if (next.find(key) == next.end()) {
+    if (in_scope(key) && next.find(key) == next.end()) {
       deltas.push_back(Delta{Delta::Type::Deleted, key, obj, obj, true});
     }
   }
   items_ = std::move(next);
   return deltas;
+}
+
+absl::StatusOr<std::vector<std::string>> parseNamespaceList(std::string_view comma_separated) {
+  std::vector<std::string> namespaces;
+  if (comma_separated.empty()) {
+    return namespaces;
+  }
+  for (const std::string_view ns : strings::split(comma_separated, ',')) {
+    // A DNS-1123 label: lower-case alphanumerics and '-', alphanumeric at both ends.
+    const auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+    const bool label =
+        !ns.empty() && ns.size() <= 63 && alnum(ns.front()) && alnum(ns.back()) &&
+        std::all_of(ns.begin(), ns.end(), [&](char c) { return alnum(c) || c == '-'; });
+    if (!label) {
+      return absl::InvalidArgumentError(
+          strings::cat("namespace list '", comma_separated, "': '", ns,
+                       "' is not a namespace name (lower-case letters, digits and '-', at most 63, "
+                       "separated by commas)"));
+    }
+    if (std::find(namespaces.begin(), namespaces.end(), ns) == namespaces.end()) {
+      namespaces.emplace_back(ns);
+    }
+  }
+  return namespaces;
 }
 
 // --- Backoff ----------------------------------------------------------------------------------
@@ -169,11 +200,12 @@ std::chrono::milliseconds Backoff::next() {
 Informer::Informer(std::shared_ptr<Client> client, InformerOptions options)
     : client_(std::move(client)),
       options_(std::move(options)),
-      log_(options_.logger ? options_.logger->with({{"resource", options_.type.qualifiedName()},
-                                                    {"namespace", options_.ns}})
-                           : log::Logger("kube.informer")
-                                 .with({{"resource", options_.type.qualifiedName()},
-                                        {"namespace", options_.ns}})) {
+      log_((options_.logger ? *options_.logger : log::Logger("kube.informer"))
+               .with({{"resource", options_.type.qualifiedName()},
+                      {"namespace", strings::join(options_.namespaces, ",")}})) {
+  if (options_.namespaces.empty()) {
+    options_.namespaces.emplace_back();  // all namespaces
+  }
   if (options_.page_size <= 0) {
     options_.page_size = 500;
   }
@@ -197,19 +229,25 @@ void Informer::start() {
     return;
   }
   dispatcher_ = std::jthread([this](const std::stop_token& stop) { dispatchLoop(stop); });
-  reflector_ = std::jthread([this](const std::stop_token& stop) { reflectorLoop(stop); });
+  for (const std::string& ns : options_.namespaces) {
+    Reflector& r = reflectors_.emplace_back();
+    r.ns = ns;
+    r.thread = std::jthread([this, &r](const std::stop_token& stop) { reflectorLoop(stop, r); });
+  }
 }
 
 void Informer::stop() {
-  if (reflector_.joinable()) {
-    reflector_.request_stop();
+  for (Reflector& r : reflectors_) {
+    r.thread.request_stop();
   }
   if (dispatcher_.joinable()) {
     dispatcher_.request_stop();
   }
   cv_.notify_all();
-  if (reflector_.joinable()) {
-    reflector_.join();
+  for (Reflector& r : reflectors_) {
+    if (r.thread.joinable()) {
+      r.thread.join();
+    }
   }
   if (dispatcher_.joinable()) {
     dispatcher_.join();
@@ -221,19 +259,9 @@ bool Informer::waitForSync(std::chrono::milliseconds timeout) const {
   return cv_.wait_for(lock, timeout, [this] { return synced_.load(); });
 }
 
-std::string Informer::lastResourceVersion() const {
-  std::lock_guard lock(mu_);
-  return last_rv_;
-}
-
 InformerStats Informer::stats() const {
   std::lock_guard lock(mu_);
   return stats_;
-}
-
-void Informer::setLastRv(std::string rv) {
-  std::lock_guard lock(mu_);
-  last_rv_ = std::move(rv);
 }
 
 void Informer::push(std::vector<Notification> batch) {
@@ -254,13 +282,13 @@ bool Informer::sleepFor(std::chrono::milliseconds d, const std::stop_token& stop
   return !cv_.wait_for(lock, stop, d, [] { return false; }) && !stop.stop_requested();
 }
 
-absl::Status Informer::listAndReplace(const std::stop_token& stop) {
+absl::Status Informer::listAndReplace(const std::stop_token& stop, Reflector& r) {
   ListOptions list_options;
   list_options.label_selector = options_.label_selector;
   list_options.field_selector = options_.field_selector;
   list_options.limit = options_.page_size;
   // resourceVersion "" = a consistent (quorum) read: never older than anything seen before.
-  auto listed = client_->listAll(options_.type, options_.ns, list_options);
+  auto listed = client_->listAll(options_.type, r.ns, list_options);
   if (!listed.ok()) {
     return listed.status();
   }
@@ -274,34 +302,37 @@ absl::Status Informer::listAndReplace(const std::stop_token& stop) {
       options_.transform(item);
     }
   }
-  std::vector<Delta> deltas = store_.replace(std::move(listed->items));
-  const bool initial = !listed_once_;
+  std::vector<Delta> deltas =
+      store_.replace(std::move(listed->items),
+                     r.ns.empty() ? std::nullopt : std::optional<std::string_view>(r.ns));
+  const bool initial = !r.listed_once;
   std::vector<Notification> batch;
   batch.reserve(deltas.size() + 1);
   for (Delta& d : deltas) {
     batch.push_back(Notification{std::move(d), initial, false});
   }
-  if (initial) {
-    batch.push_back(Notification{Delta{}, false, true});
-    listed_once_ = true;
-  }
+  r.listed_once = true;
   {
     std::lock_guard lock(mu_);
-    last_rv_ = rv;
+    r.last_rv = rv;
     ++stats_.lists;
+    // Synced once every namespace's first list is queued (pushed below, before the marker).
+    if (initial && ++listed_ == reflectors_.size()) {
+      batch.push_back(Notification{Delta{}, false, true});
+    }
   }
   push(std::move(batch));
   log_.debug("listed", {{"items", count}, {"resourceVersion", rv}, {"changes", deltas.size()}});
   return absl::OkStatus();
 }
 
-void Informer::reflectorLoop(const std::stop_token& stop) {
+void Informer::reflectorLoop(const std::stop_token& stop, Reflector& r) {
   Backoff backoff(options_.backoff_initial, options_.backoff_max);
   bool need_list = true;
   int failures = 0;
   while (!stop.stop_requested()) {
     if (need_list) {
-      const absl::Status listed = listAndReplace(stop);
+      const absl::Status listed = listAndReplace(stop, r);
       if (stop.stop_requested()) {
         break;
       }
@@ -320,12 +351,15 @@ void Informer::reflectorLoop(const std::stop_token& stop) {
     WatchOptions watch_options;
     watch_options.label_selector = options_.label_selector;
     watch_options.field_selector = options_.field_selector;
-    watch_options.resource_version = lastResourceVersion();
+    {
+      std::lock_guard lock(mu_);
+      watch_options.resource_version = r.last_rv;
+    }
     watch_options.allow_bookmarks = true;
     {
       std::uniform_int_distribution<std::int64_t> pick(options_.min_watch_timeout.count(),
                                                        options_.max_watch_timeout.count());
-      watch_options.timeout_seconds = pick(rng_);
+      watch_options.timeout_seconds = pick(r.rng);
     }
     watch_options.idle_timeout = options_.idle_timeout;
     {
@@ -338,7 +372,7 @@ void Informer::reflectorLoop(const std::stop_token& stop) {
     std::uint64_t received = 0;
     const auto started = std::chrono::steady_clock::now();
     const absl::Status watched = client_->watch(
-        options_.type, options_.ns, watch_options,
+        options_.type, r.ns, watch_options,
         [&](WatchEvent&& event) -> bool {
           ++received;
           switch (event.type) {
@@ -347,7 +381,7 @@ void Informer::reflectorLoop(const std::stop_token& stop) {
               std::lock_guard lock(mu_);
               ++stats_.bookmarks;
               if (!rv.empty()) {
-                last_rv_ = std::move(rv);
+                r.last_rv = std::move(rv);
               }
               return true;
             }
@@ -379,7 +413,7 @@ void Informer::reflectorLoop(const std::stop_token& stop) {
           {
             std::lock_guard lock(mu_);
             if (!rv.empty()) {
-              last_rv_ = std::move(rv);
+              r.last_rv = std::move(rv);
             }
             if (delta) {
               queue_.push_back(Notification{std::move(*delta), false, false});

@@ -130,7 +130,7 @@ class KubeIntegration : public ::testing::Test {
   static InformerOptions fastInformer(const std::string& ns) {
     InformerOptions options;
     options.type = resources::syncJob();
-    options.ns = ns;
+    options.namespaces = {ns};
     options.min_watch_timeout = 60s;
     options.max_watch_timeout = 60s;
     options.idle_timeout = 30s;
@@ -460,6 +460,37 @@ TEST_F(KubeIntegration, InformerDeliversListAndEveryChangeOnceInOrder) {
                                            "UPDATE " + ns + "/a " + resourceVersionOf(*a_updated),
                                            "DELETE " + ns + "/a", "DELETE " + ns + "/pre-0"));
   EXPECT_EQ(informer.store().size(), 4U);
+}
+
+TEST_F(KubeIntegration, InformerOverSeveralNamespacesSeesThoseAndNoOther) {
+  auto c = adminClient();
+  const std::string a = freshNamespace("infa");
+  const std::string b = freshNamespace("infb");
+  const std::string other = freshNamespace("infc");
+  for (const std::string& ns : {a, b, other}) {
+    ASSERT_TRUE(c->create(resources::syncJob(), ns, syncJob("pre")).ok());
+  }
+  InformerOptions options = fastInformer(a);
+  options.namespaces = {a, b};
+  Informer informer(c, options);
+  Recorder rec;
+  informer.addEventHandler(rec.handler());
+  informer.start();
+  ASSERT_TRUE(informer.waitForSync(20s));
+  // Synced means both namespaces' first lists were delivered.
+  EXPECT_EQ(rec.count("INIT "), 2U);
+  EXPECT_THAT(informer.store().keys(), ::testing::ElementsAre(a + "/pre", b + "/pre"));
+
+  ASSERT_TRUE(c->create(resources::syncJob(), other, syncJob("x")).ok());
+  ASSERT_TRUE(c->create(resources::syncJob(), b, syncJob("x")).ok());
+  ASSERT_TRUE(c->remove(resources::syncJob(), a, "pre").ok());
+  ASSERT_TRUE(waitFor([&] { return rec.has("DELETE " + a + "/pre"); }, 10s));
+  ASSERT_TRUE(waitFor([&] { return informer.store().get(b + "/x") != nullptr; }, 10s));
+  informer.stop();
+  EXPECT_THAT(informer.store().keys(), ::testing::ElementsAre(b + "/pre", b + "/x"));
+  for (const std::string& e : rec.events()) {
+    EXPECT_THAT(e, ::testing::Not(::testing::HasSubstr(other))) << "saw another namespace";
+  }
 }
 
 TEST_F(KubeIntegration, InformerSurvivesQuietWatchesLongerThanTheClientTimeouts) {

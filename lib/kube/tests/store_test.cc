@@ -75,6 +75,31 @@ TEST(Store, ReplaceEmitsOnlyTheDifference) {
 
 ObjectPtr ptr(Json j) { return std::make_shared<const Json>(std::move(j)); }
 
+TEST(Store, ReplaceOfOneNamespaceLeavesTheOthers) {
+  Store store;
+  store.replace({obj("a", "x", "1"), obj("ab", "y", "1"), obj("b", "z", "1")});
+  // Namespace "a" relisted without x: only a/x goes ("ab" shares the prefix, not the namespace).
+  const std::vector<Delta> deltas = store.replace({obj("a", "w", "2")}, "a");
+  ASSERT_EQ(deltas.size(), 2U);
+  EXPECT_EQ(deltas[0].type, Delta::Type::Added);
+  EXPECT_EQ(deltas[0].key, "a/w");
+  EXPECT_EQ(deltas[1].type, Delta::Type::Deleted);
+  EXPECT_EQ(deltas[1].key, "a/x");
+  EXPECT_THAT(store.keys(), ::testing::ElementsAre("a/w", "ab/y", "b/z"));
+}
+
+TEST(NamespaceList, ParsesCommaSeparatedNamesAndNamesTheBadOne) {
+  EXPECT_THAT(*parseNamespaceList(""), ::testing::IsEmpty());
+  EXPECT_THAT(*parseNamespaceList("team-a,team-b,team-a"),
+              ::testing::ElementsAre("team-a", "team-b"));
+  for (const char* bad : {"a,,b", "Team", "a,-b", "a_b", ","}) {
+    const auto parsed = parseNamespaceList(bad);
+    ASSERT_FALSE(parsed.ok()) << bad;
+    EXPECT_THAT(parsed.status().message(), ::testing::HasSubstr("is not a namespace name")) << bad;
+  }
+  EXPECT_THAT(parseNamespaceList("ok,Bad").status().message(), ::testing::HasSubstr("'Bad'"));
+}
+
 TEST(MutationCache, ServesOurWriteUntilTheCacheCatchesUp) {
   MutationCache writes;
   const ObjectPtr v1 = ptr(obj("a", "x", "1"));

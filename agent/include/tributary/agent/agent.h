@@ -31,8 +31,8 @@ struct AgentOptions {
   std::string name;
   /// Where agent Leases live (the controller's --agent-namespace).
   std::string lease_namespace = "tributary-system";
-  /// SyncRuns of this namespace only; "" = all namespaces.
-  std::string watch_namespace;
+  /// SyncRuns of these namespaces only; empty = all namespaces.
+  std::vector<std::string> watch_namespaces;
   /// Labels of the Lease besides tributary.dev/agent=true (what agentSelector matches).
   std::map<std::string, std::string> labels;
   int capacity = 4;

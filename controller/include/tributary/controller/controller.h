@@ -45,8 +45,8 @@ using api::kSyncJobLabel;
 
 struct ControllerOptions {
   std::shared_ptr<kube::Client> client;
-  /// Namespace of Connectors/SyncJobs/SyncRuns; "" = all namespaces.
-  std::string watch_namespace;
+  /// Namespaces of Connectors/SyncJobs/SyncRuns; empty = all namespaces.
+  std::vector<std::string> watch_namespaces;
   /// Where agent Leases live.
   std::string agent_namespace = "tributary-system";
   /// Workers per controller (connector, syncjob, syncrun).
@@ -107,6 +107,7 @@ class Controller {
              std::string_view message);
   std::unique_ptr<kube::WorkQueue> makeQueue(const std::string& name);
   void observe(const std::string& controller, const Result& result, double seconds);
+  void collectRunGauges(TimePoint now);
 
   ControllerOptions options_;
   log::Logger log_;

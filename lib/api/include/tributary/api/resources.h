@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -36,6 +37,15 @@ inline constexpr std::string_view kSyncJobLabel = "tributary.dev/syncjob";
 inline constexpr std::string_view kAgentLabel = "tributary.dev/agent";
 inline constexpr std::string_view kCapacityAnnotation = "tributary.dev/capacity";
 inline constexpr int kDefaultAgentCapacity = 4;
+
+/// An agent Lease as the controller (binding) and `tributary status` read it.
+struct AgentLease {
+  std::string name;
+  bool live = false;
+  std::chrono::system_clock::time_point expires;  ///< renewTime + leaseDurationSeconds
+  int capacity = kDefaultAgentCapacity;           ///< kCapacityAnnotation; 0 while draining
+};
+AgentLease parseAgentLease(const Json& lease, std::chrono::system_clock::time_point now);
 
 /// Defaults the CRDs declare (checked against crds/*.yaml by a test).
 namespace defaults {

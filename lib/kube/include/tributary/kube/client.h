@@ -10,6 +10,7 @@
 //   429 ResourceExhausted · 500/502/503 Unavailable · 504 DeadlineExceeded.
 // The HTTP code and the Status reason travel as a payload: see httpCode() / statusReason().
 
+#include "tributary/common/rfc3339.h"
 #include "tributary/kube/config.h"
 #include "tributary/kube/transport.h"
 
@@ -91,11 +92,10 @@ std::string makeKey(std::string_view ns, std::string_view name);
 /// Splits a key made by makeKey.
 std::pair<std::string, std::string> splitKey(std::string_view key);
 
-/// RFC 3339 UTC with seconds ("2025-01-02T03:04:05Z") and with microseconds (MicroTime).
-std::string formatTime(std::chrono::system_clock::time_point t);
-std::string formatMicroTime(std::chrono::system_clock::time_point t);
-/// Parses both forms (and offsets like +02:00). nullopt if invalid.
-std::optional<std::chrono::system_clock::time_point> parseTime(std::string_view text);
+/// RFC 3339 timestamps (lib/common), here because every object carries some.
+using rfc3339::formatMicroTime;
+using rfc3339::formatTime;
+using rfc3339::parseTime;
 
 /**
  * metav1.Condition upsert into `conditions` (a JSON array, created if null): sets status, reason,

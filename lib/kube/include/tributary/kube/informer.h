@@ -59,9 +59,10 @@ class Store {
   /// Applies a watch event (Added/Modified/Deleted) and returns the delta, or nullopt when it
   /// changes nothing (same resourceVersion as cached, or delete of an unknown key).
   std::optional<Delta> apply(WatchEvent::Type type, Json object);
-  /// Replaces the whole content with a list result; returns the difference (adds and updates in
-  /// list order, then deletes with final_state_unknown in key order).
-  std::vector<Delta> replace(std::vector<Json> items);
+  /// Replaces the content with a list result; returns the difference (adds and updates in list
+  /// order, then deletes with final_state_unknown in key order). With `ns`, only that namespace's
+  /// objects are replaced (an informer over several namespaces lists each on its own).
+  std::vector<Delta> replace(std::vector<Json> items, std::optional<std::string_view> ns = {});
 
  private:
   mutable std::mutex mu_;
@@ -131,10 +132,15 @@ class Backoff {
   std::mt19937_64 rng_;
 };
 
+/// A `--namespace` flag's value: namespaces separated by commas ("" = all namespaces: an empty
+/// list). Each must be a DNS-1123 label; the error names the bad one.
+absl::StatusOr<std::vector<std::string>> parseNamespaceList(std::string_view comma_separated);
+
 struct InformerOptions {
   ResourceType type;
-  /// "" = all namespaces.
-  std::string ns;
+  /// Namespaces to watch, each with its own list and watch into the one cache; empty or {""} =
+  /// all namespaces (one cluster-wide list and watch).
+  std::vector<std::string> namespaces;
   std::string label_selector;
   std::string field_selector;
   std::int64_t page_size = 500;
@@ -188,7 +194,6 @@ class Informer {
   bool waitForSync(std::chrono::milliseconds timeout) const;
 
   [[nodiscard]] const Store& store() const { return store_; }
-  [[nodiscard]] std::string lastResourceVersion() const;
   [[nodiscard]] InformerStats stats() const;
   [[nodiscard]] const InformerOptions& options() const { return options_; }
 
@@ -198,11 +203,18 @@ class Informer {
     bool initial = false;
     bool synced_marker = false;
   };
-  void reflectorLoop(const std::stop_token& stop);
-  absl::Status listAndReplace(const std::stop_token& stop);
+  /// One namespace's list and watch (or the whole cluster's).
+  struct Reflector {
+    std::string ns;       // "" = all namespaces
+    std::string last_rv;  // guarded by mu_
+    bool listed_once = false;
+    std::mt19937_64 rng{std::random_device{}()};
+    std::jthread thread;
+  };
+  void reflectorLoop(const std::stop_token& stop, Reflector& r);
+  absl::Status listAndReplace(const std::stop_token& stop, Reflector& r);
   void dispatchLoop(const std::stop_token& stop);
   void push(std::vector<Notification> batch);
-  void setLastRv(std::string rv);
   bool sleepFor(std::chrono::milliseconds d, const std::stop_token& stop);
 
   std::shared_ptr<Client> client_;
@@ -211,16 +223,14 @@ class Informer {
   Store store_;
   std::vector<EventHandler> handlers_;
 
-  mutable std::mutex mu_;  // guards last_rv_, stats_, queue_, synced cv
+  mutable std::mutex mu_;  // guards the reflectors' last_rv, stats_, queue_, listed_, synced cv
   mutable std::condition_variable_any cv_;
-  std::string last_rv_;
   InformerStats stats_;
   std::deque<Notification> queue_;
   std::atomic<bool> synced_{false};
-  bool listed_once_ = false;
-  std::mt19937_64 rng_{std::random_device{}()};
+  std::size_t listed_ = 0;  // reflectors that completed their first list
 
-  std::jthread reflector_;
+  std::deque<Reflector> reflectors_;  // a deque: threads hold references to their element
   std::jthread dispatcher_;
   std::atomic<bool> started_{false};
 };

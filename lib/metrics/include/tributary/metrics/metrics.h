@@ -88,6 +88,14 @@ class Family {
     return *slot;
   }
 
+  /// Drops the children whose label values `drop` selects. Only for families whose children
+  /// nobody keeps a reference to: gauges a collect hook recomputes, such as one per object that
+  /// may be deleted (a removed child must not stay exported with its last value).
+  void removeIf(const std::function<bool(const std::vector<std::string>&)>& drop) {
+    std::lock_guard lock(mu_);
+    std::erase_if(children_, [&](const auto& child) { return drop(child.first); });
+  }
+
   [[nodiscard]] const std::string& name() const { return name_; }
   [[nodiscard]] const std::string& help() const { return help_; }
   [[nodiscard]] const std::vector<std::string>& labelNames() const { return label_names_; }
