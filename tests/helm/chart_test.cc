@@ -235,13 +235,15 @@ TEST_F(ChartTest, SchemaRejectsUnknownAndMistypedValuesNamingThem) {
   };
   const std::vector<Case> cases = {
       {{"--set", "controller.replica=2"}, "additional properties 'replica' not allowed"},
-      {{"--set-string", "controller.replicas=two"}, "/controller/replicas': got string, want integer"},
+      {{"--set-string", "controller.replicas=two"},
+       "/controller/replicas': got string, want integer"},
       {{"--set", "imagePullPolicy=Sometimes"}, "/imagePullPolicy"},
       {{"--set", "rbac.scope=everywhere"}, "/rbac/scope"},
       {{"--set", "agent.capacity=0"}, "/agent/capacity': minimum: got 0, want 1"},
       {{"--set", "watchNamespaces={Team_A}"}, "/watchNamespaces/0"},
       {{"--set", "redis.address=no-port"}, "/redis/address"},
-      {{"--set", "controller.leaderElection.leaseDuration=15"}, "/controller/leaderElection/leaseDuration"},
+      {{"--set", "controller.leaderElection.leaseDuration=15"},
+       "/controller/leaderElection/leaseDuration"},
   };
   for (const Case& c : cases) {
     std::vector<std::string> args = with({"template", kRelease, chart_.dir()}, requiredValues());
@@ -364,8 +366,8 @@ TEST_F(ChartTest, DashboardsAreTemplatedDescribedAndTheirQueriesParse) {
         // Rates use Grafana's $__rate_interval (or the panel's whole $__range), never a fixed
         // window that breaks with another scrape interval.
         static const std::regex kWindow(R"((rate|increase)\([^\[]*\[([^\]]*)\])");
-        for (std::sregex_iterator m(expr.begin(), expr.end(), kWindow);
-             m != std::sregex_iterator(); ++m) {
+        for (std::sregex_iterator m(expr.begin(), expr.end(), kWindow); m != std::sregex_iterator();
+             ++m) {
           EXPECT_THAT((*m)[2].str(), ::testing::AnyOf("$__rate_interval", "$__range")) << what;
         }
         expr = std::regex_replace(expr, std::regex(R"(\$__rate_interval|\$__range)"), "5m");
