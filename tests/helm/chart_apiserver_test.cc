@@ -87,19 +87,15 @@ class ChartRbac : public ::testing::TestWithParam<std::string> {
       ASSERT_TRUE(kube.createNamespace(ns).ok());
     }
     release_ = uniqueName("r");
-    std::vector<std::string> flags{"--namespace", release_ns_,
-                                   "--show-only", "templates/rbac.yaml",
-                                   "--show-only", "templates/serviceaccounts.yaml"};
-    for (const std::string& v : requiredValues()) {
-      flags.push_back(v);
-    }
+    std::vector<std::string> flags =
+        with({"--namespace", release_ns_, "--show-only", "templates/rbac.yaml", "--show-only",
+              "templates/serviceaccounts.yaml"},
+             requiredValues());
     if (GetParam() == "namespace") {
       flags.insert(flags.end(), {"--set", "rbac.scope=namespace", "--set",
                                  "watchNamespaces={" + watched_ + "}"});
     }
-    std::vector<std::string> args{"template", release_, chart_.dir()};
-    args.insert(args.end(), flags.begin(), flags.end());
-    const auto rendered = chart_.helm(args);
+    const auto rendered = chart_.helm(with({"template", release_, chart_.dir()}, flags));
     ASSERT_TRUE(rendered.ok()) << rendered.output;
     const auto applied = kube.runKubectl({"apply", "-f", "-"}, rendered.output);
     ASSERT_TRUE(applied.ok()) << applied.output;
@@ -248,9 +244,7 @@ TEST_P(ChartRbac, ControllerAndAgentSyncWithTheChartsRightsAndAreRefusedTheRest)
   std::string phase;
   EXPECT_TRUE(waitFor(
       [&] {
-        const auto r = kube.runKubectl({"get", "syncruns", "--namespace=" + watched_, "-o",
-                                        "jsonpath={.items[*].status.phase}"});
-        phase = r.output;
+        phase = syncRunPhases(watched_);
         return phase == "Succeeded";
       },
       90s))
@@ -271,16 +265,10 @@ TEST_P(ChartRbac, ControllerAndAgentSyncWithTheChartsRightsAndAreRefusedTheRest)
   }
 
   // `helm test`: `tributary status` with the test hook's ServiceAccount and rights.
-  std::vector<std::string> test_args{"template",
-                                     release_,
-                                     chart_.dir(),
-                                     "--namespace",
-                                     release_ns_,
-                                     "--show-only",
-                                     "templates/tests/status.yaml"};
-  const std::vector<std::string> required = requiredValues();
-  test_args.insert(test_args.end(), required.begin(), required.end());
-  const auto test_hook = chart_.helm(test_args);
+  const auto test_hook =
+      chart_.helm(with({"template", release_, chart_.dir(), "--namespace", release_ns_,
+                        "--show-only", "templates/tests/status.yaml"},
+                       requiredValues()));
   ASSERT_TRUE(test_hook.ok()) << test_hook.output;
   // Everything but the Pod: the test runs the command itself.
   const std::string rbac_only = test_hook.output.substr(0, test_hook.output.rfind("---\n# Source"));

@@ -1,5 +1,7 @@
 #include "chart_support.h"
 
+#include "tributary/testing/kube.h"
+
 #include "manifest.h"
 
 #include <gtest/gtest.h>
@@ -42,6 +44,19 @@ std::vector<std::string> requiredValues() {
           "redis.address=redis.example:6379"};
 }
 
+std::vector<std::string> with(std::vector<std::string> flags,
+                              const std::vector<std::string>& more) {
+  flags.insert(flags.end(), more.begin(), more.end());
+  return flags;
+}
+
+std::string syncRunPhases(const std::string& ns) {
+  return harness::KubeApiServer::shared()
+      .runKubectl(
+          {"get", "syncruns", "--namespace=" + ns, "-o", "jsonpath={.items[*].status.phase}"})
+      .output;
+}
+
 std::string tool(const std::string& name) {
   if (const char* bin = std::getenv("TRIBUTARY_KUBE_BIN_DIR");
       bin != nullptr && std::filesystem::exists(std::filesystem::path(bin) / name)) {
@@ -61,8 +76,6 @@ harness::CommandResult runTool(const std::vector<std::string>& argv, const std::
   return harness::runCommand(argv, currentEnvironment(), "/", scratchPath(), input,
                              std::chrono::minutes(2));
 }
-
-Chart::Chart() = default;
 
 std::string Chart::dir() const {
   return (std::filesystem::path(TRIBUTARY_SOURCE_DIR) / "deploy/helm/tributary").string();

@@ -24,10 +24,13 @@ inline constexpr const char* kReleaseNamespace = "tributary-system";
 
 /// Values every render needs when the quickstart is off (a database Secret and a Redis).
 std::vector<std::string> requiredValues();
+/// `flags` followed by `more` (helm arguments built from parts).
+std::vector<std::string> with(std::vector<std::string> flags, const std::vector<std::string>& more);
+/// The phases of the SyncRuns in `ns`, space-separated, as the shared API server has them.
+std::string syncRunPhases(const std::string& ns);
 
 class Chart {
  public:
-  Chart();
   [[nodiscard]] std::string dir() const;
   /// `helm <args...>` with a private HOME (no state outside the test's directory).
   harness::CommandResult helm(const std::vector<std::string>& args) const;

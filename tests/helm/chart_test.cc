@@ -20,12 +20,6 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-std::vector<std::string> with(std::vector<std::string> flags,
-                              const std::vector<std::string>& more) {
-  flags.insert(flags.end(), more.begin(), more.end());
-  return flags;
-}
-
 std::vector<std::string> containerArgs(const Json& workload) {
   return podSpec(workload)["containers"][0].value("args", std::vector<std::string>{});
 }

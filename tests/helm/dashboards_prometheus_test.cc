@@ -154,10 +154,9 @@ TEST(DashboardsOnPrometheus, EveryPanelQueryReturnsDataAndEveryRuleEvaluates) {
   ASSERT_TRUE(applied.ok()) << applied.output;
   ASSERT_TRUE(waitFor(
       [&] {
-        const auto phases = kube.runKubectl(
-            {"get", "syncruns", "--namespace=" + ns, "-o", "jsonpath={.items[*].status.phase}"});
-        return phases.output.find("Succeeded") != std::string::npos &&
-               phases.output.find("Failed") != std::string::npos;
+        const std::string phases = syncRunPhases(ns);
+        return phases.find("Succeeded") != std::string::npos &&
+               phases.find("Failed") != std::string::npos;
       },
       120s))
       << kube.runKubectl({"get", "syncruns", "--namespace=" + ns, "-o", "yaml"}).output;
