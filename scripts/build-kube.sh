@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Builds the real Kubernetes control-plane binaries our tests run against, from the Go module
-# proxy (no release downloads):
+# Builds the real Kubernetes binaries our tests run against, from the Go module proxy (no release
+# downloads):
 #   kube-apiserver  v1.34.4   k8s.io/kubernetes/cmd/kube-apiserver  (wrapper: tests/kube/gomod/kubernetes)
 #   kubectl         v1.34.4   k8s.io/kubernetes/cmd/kubectl         (same wrapper module)
+#   kube-controller-manager, kube-scheduler, kubelet, kube-proxy
+#                   v1.34.4   k8s.io/kubernetes/cmd/<name>          (wrapper: tests/kube/gomod/
+#                                                                   kubernetes-node; --node only)
+#   coredns         v1.14.7   tests/kube/gomod/coredns              (a main with a cluster DNS's
+#                                                                   plugins only)
 #   etcd            v3.6.16   go.etcd.io/etcd/server/v3             (wrapper: tests/kube/gomod/etcd)
 #   helm            v3.19.5   helm.sh/helm/v3/cmd/helm              (wrapper: tests/kube/gomod/helm, a
 #                                                                   `tool` of the wrapper's go.mod)
@@ -11,9 +16,10 @@
 # etcd server's go.mod has replace directives; the wrapper modules require them as dependencies,
 # replace every k8s.io staging module with its published v0.34 tag, and pin everything in go.sum.
 #
-# Usage: build-kube.sh [OUTDIR]
+# Usage: build-kube.sh [--node] [OUTDIR]
 #   Builds what is missing into the cache, prints the absolute path of each binary (one per line:
-#   kube-apiserver, etcd, kubectl, helm) and, with OUTDIR, also symlinks them into OUTDIR.
+#   kube-apiserver, etcd, kubectl, helm, and with --node the node binaries and coredns) and,
+#   with OUTDIR, also symlinks them into OUTDIR.
 #
 # Cache: ${TRIBUTARY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tributary}/kube/<name>-<version>/,
 # with a stamp that records the hash of the wrapper's go.mod/go.sum and the Go version used. A
@@ -37,9 +43,15 @@ set -euo pipefail
 readonly KUBE_VERSION=v1.34.4
 readonly ETCD_VERSION=v3.6.16
 readonly HELM_VERSION=v3.19.5
+readonly COREDNS_VERSION=v1.14.7
 
+with_node=0
+if [[ ${1:-} == --node ]]; then
+  with_node=1
+  shift
+fi
 if [[ $# -gt 1 || ${1:-} == -* ]]; then
-  echo "usage: $0 [OUTDIR]" >&2
+  echo "usage: $0 [--node] [OUTDIR]" >&2
   exit 2
 fi
 
@@ -48,6 +60,8 @@ cache=${TRIBUTARY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tributary}/kube
 kube_mod=$root/tests/kube/gomod/kubernetes
 etcd_mod=$root/tests/kube/gomod/etcd
 helm_mod=$root/tests/kube/gomod/helm
+kube_node_mod=$root/tests/kube/gomod/kubernetes-node
+coredns_mod=$root/tests/kube/gomod/coredns
 
 die() {
   echo "build-kube.sh: $*" >&2
@@ -56,16 +70,23 @@ die() {
 
 # The wrapper modules must pin the versions this script names (a stale edit would build one
 # version into a directory named after another).
-grep -qE "^(require |[[:space:]])k8s.io/kubernetes ${KUBE_VERSION}( // indirect)?\$" \
-  "$kube_mod/go.mod" || die "$kube_mod/go.mod does not require k8s.io/kubernetes $KUBE_VERSION"
+for mod in "$kube_mod" "$kube_node_mod"; do
+  grep -qE "^(require |[[:space:]])k8s.io/kubernetes ${KUBE_VERSION}( // indirect)?\$" \
+    "$mod/go.mod" || die "$mod/go.mod does not require k8s.io/kubernetes $KUBE_VERSION"
+done
 grep -qE "^(require |[[:space:]])go.etcd.io/etcd/server/v3 ${ETCD_VERSION}( // indirect)?\$" \
   "$etcd_mod/go.mod" || die "$etcd_mod/go.mod does not require go.etcd.io/etcd/server/v3 $ETCD_VERSION"
 grep -qE "^(require |[[:space:]])helm.sh/helm/v3 ${HELM_VERSION}( // indirect)?\$" \
   "$helm_mod/go.mod" || die "$helm_mod/go.mod does not require helm.sh/helm/v3 $HELM_VERSION"
+grep -qE "^(require |[[:space:]])github.com/coredns/coredns ${COREDNS_VERSION}( // indirect)?\$" \
+  "$coredns_mod/go.mod" || die "$coredns_mod/go.mod does not require github.com/coredns/coredns $COREDNS_VERSION"
 
-modhash() { cat "$1/go.mod" "$1/go.sum" | sha256sum | cut -c1-16; }
+# The hash of a wrapper module's state: go.mod, go.sum and its own Go files (coredns' main.go).
+modhash() { { cat "$1/go.mod" "$1/go.sum"; find "$1" -maxdepth 1 -name '*.go' -exec cat {} +; } | sha256sum | cut -c1-16; }
 kube_hash=$(modhash "$kube_mod")
 etcd_hash=$(modhash "$etcd_mod")
+kube_node_hash=$(modhash "$kube_node_mod")
+coredns_hash=$(modhash "$coredns_mod")
 # Helm's default Kubernetes version (`helm template`, `helm lint`) is set at link time, like its
 # Makefile does: that of the k8s.io modules it is built with (v0.34 → 1.34).
 helm_ldflags=" -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
@@ -80,6 +101,14 @@ components=(
   "etcd|$ETCD_VERSION|$etcd_mod|go.etcd.io/etcd/server/v3|$etcd_hash"
   "kubectl|$KUBE_VERSION|$kube_mod|k8s.io/kubernetes/cmd/kubectl|$kube_hash"
   "helm|$HELM_VERSION|$helm_mod|helm.sh/helm/v3/cmd/helm|$helm_hash"
+)
+# The one-node cluster's (scripts/kube-node.sh), with --node only.
+((with_node)) && components+=(
+  "kube-controller-manager|$KUBE_VERSION|$kube_node_mod|k8s.io/kubernetes/cmd/kube-controller-manager|$kube_node_hash"
+  "kube-scheduler|$KUBE_VERSION|$kube_node_mod|k8s.io/kubernetes/cmd/kube-scheduler|$kube_node_hash"
+  "kubelet|$KUBE_VERSION|$kube_node_mod|k8s.io/kubernetes/cmd/kubelet|$kube_node_hash"
+  "kube-proxy|$KUBE_VERSION|$kube_node_mod|k8s.io/kubernetes/cmd/kube-proxy|$kube_node_hash"
+  "coredns|$COREDNS_VERSION|$coredns_mod|.|$coredns_hash"
 )
 
 # Whether <dir> holds a binary built from the module state <hash>.
@@ -156,7 +185,7 @@ for c in "${components[@]}"; do
   fi
   ldflags="-s -w"
   case $name in
-  etcd) ;;
+  etcd | coredns) ;;
   helm) ldflags+=$helm_ldflags ;;
   *) ldflags+=$kube_ldflags ;;
   esac

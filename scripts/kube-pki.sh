@@ -2,7 +2,7 @@
 # Writes the certificates, keys, static tokens and kubeconfigs of a private test API server
 # (used by the C++ fixture tributary::harness::KubeApiServer and by scripts/kube-dev.sh).
 #
-# Usage: kube-pki.sh DIR SERVER_URL
+# Usage: kube-pki.sh DIR SERVER_URL [NODE_NAME NODE_IP SERVICE_IP]
 #   DIR/ca.crt ca.key                 test CA (EC P-256), signs everything below
 #   DIR/apiserver.crt apiserver.key   serving cert: localhost, kubernetes[.default[.svc]],
 #                                     127.0.0.1, ::1, 10.0.0.1
@@ -13,15 +13,26 @@
 #   DIR/token-<user>                  each user's bearer token
 #   DIR/kubeconfig                    admin with client cert/key/CA embedded (like envtest's)
 #   DIR/kubeconfig-token              admin with a bearer token and the CA file path
+# With a node (the one-node cluster of scripts/kube-node.sh), also:
+#   the apiserver's serving cert also names NODE_IP and SERVICE_IP (the `kubernetes` Service)
+#   DIR/kubelet.crt kubelet.key       the kubelet's client cert, CN=system:node:NODE_NAME, O=system:nodes
+#   DIR/kubelet-serving.crt .key      the kubelet's serving cert (NODE_NAME, NODE_IP)
+#   DIR/apiserver-kubelet-client.crt  the API server's client cert for kubelets (O=system:masters)
+#   DIR/kube-controller-manager.crt, kube-scheduler.crt, kube-proxy.crt (their system: users)
+#   DIR/kubeconfig-<component>        kubeconfigs for kubelet, kube-controller-manager,
+#                                     kube-scheduler, kube-proxy (embedded cert, key and CA)
 # Existing files are kept (so a restarted server keeps its identity); kubeconfigs are rewritten.
 set -euo pipefail
 
-if [[ $# -ne 2 ]]; then
-  echo "usage: $0 DIR SERVER_URL" >&2
+if [[ $# -ne 2 && $# -ne 5 ]]; then
+  echo "usage: $0 DIR SERVER_URL [NODE_NAME NODE_IP SERVICE_IP]" >&2
   exit 2
 fi
 dir=$1
 server=$2
+node_name=${3:-}
+node_ip=${4:-}
+service_ip=${5:-}
 mkdir -p "$dir"
 chmod 700 "$dir"
 cd "$dir"
@@ -61,7 +72,7 @@ sign() {
 sign apiserver "/CN=kube-apiserver" "basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:::1,IP:10.0.0.1"
+subjectAltName=DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:::1,IP:10.0.0.1${node_ip:+,IP:$node_ip,IP:$service_ip}"
 
 sign admin "/O=system:masters/CN=admin" "basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
@@ -86,7 +97,9 @@ if [[ ! -s tokens.csv ]]; then
 fi
 
 b64() { base64 -w0 <"$1"; }
-cat >kubeconfig.tmp <<EOF
+# cert_kubeconfig <file> <cert name>: a kubeconfig with that client cert embedded.
+cert_kubeconfig() {
+  cat >"$1.tmp" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
@@ -95,18 +108,38 @@ clusters:
     server: $server
     certificate-authority-data: $(b64 ca.crt)
 users:
-- name: admin
+- name: $2
   user:
-    client-certificate-data: $(b64 admin.crt)
-    client-key-data: $(b64 admin.key)
+    client-certificate-data: $(b64 "$2.crt")
+    client-key-data: $(b64 "$2.key")
 contexts:
 - name: tributary-test
   context:
     cluster: tributary-test
-    user: admin
+    user: $2
 current-context: tributary-test
 EOF
-mv kubeconfig.tmp kubeconfig
+  mv "$1.tmp" "$1"
+}
+cert_kubeconfig kubeconfig admin
+
+if [[ -n $node_name ]]; then
+  client="basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth"
+  sign kubelet "/O=system:nodes/CN=system:node:$node_name" "$client"
+  sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$client"
+  for component in kube-controller-manager kube-scheduler kube-proxy; do
+    sign "$component" "/CN=system:$component" "$client"
+  done
+  sign kubelet-serving "/CN=$node_name" "basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=DNS:$node_name,IP:$node_ip"
+  for component in kubelet kube-controller-manager kube-scheduler kube-proxy; do
+    cert_kubeconfig "kubeconfig-$component" "$component"
+  done
+fi
 
 cat >kubeconfig-token.tmp <<EOF
 apiVersion: v1
