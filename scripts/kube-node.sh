@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Status: written but not yet run end to end (issue 13); the first run will find what is wrong.
+# Status: the network, nftables, pause image, containerd (CRI) and restore steps ran here; the
+# Kubernetes processes have not been started by it yet (issue 13).
 # A real one-node Kubernetes cluster on this machine, where pods actually run: etcd,
 # kube-apiserver, kube-controller-manager, kube-scheduler, containerd (Debian's) + runc, CNI
 # (bridge + host-local, Debian's plugins), kubelet, kube-proxy (nftables) and CoreDNS. The
@@ -452,7 +453,8 @@ restore_host() {
   while read -r kind name value; do
     [[ $kind == created ]] && rm -rf "$name"
   done <"$run/host-state"
-  rm -f "$run/host-state"
+  # Nothing runs any more: the pids, sockets and containerd's state go too.
+  rm -rf "$run"
 }
 
 kube_proxy_tables() {
