@@ -21,6 +21,8 @@ run_dir=/run/tributary-docker
 base_image=tributary.local/debian:bookworm-minbase
 docker=/usr/bin/docker
 export DOCKER_HOST=unix://$socket
+# shellcheck source=host-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/host-lib.sh"
 
 die() {
   echo "docker-daemon.sh: $*" >&2
@@ -32,15 +34,7 @@ install_packages() {
   command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
   command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
   ((${#missing[@]})) || return 0
-  [[ $(id -u) == 0 ]] || die "needs root to install ${missing[*]}"
-  echo "docker-daemon.sh: installing ${missing[*]}" >&2
-  # No init system starts services here; keep the package scripts from trying.
-  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-  chmod +x /usr/sbin/policy-rc.d
-  trap 'rm -f /usr/sbin/policy-rc.d' RETURN
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null ||
-    { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y \
-      --no-install-recommends "${missing[@]}" >/dev/null; } || die "apt-get install ${missing[*]} failed"
+  apt_install docker-daemon.sh "${missing[@]}" || exit 1
 }
 
 running() { "$docker" version >/dev/null 2>&1; }
@@ -65,14 +59,7 @@ start() {
 
 stop() {
   [[ -r $run_dir/dockerd.pid ]] || return 0
-  local pid
-  pid=$(cat "$run_dir/dockerd.pid")
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 1 60); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.5
-  done
-  kill -9 "$pid" 2>/dev/null || true
+  stop_pid "$(cat "$run_dir/dockerd.pid")" 30
   rm -f "$run_dir/dockerd.pid"
 }
 

@@ -16,6 +16,8 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dir=${TRIBUTARY_KUBE_DEV_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/tributary/kube-dev}
+# shellcheck source=host-lib.sh
+source "$root/scripts/host-lib.sh"
 
 die() {
   echo "kube-dev.sh: $*" >&2
@@ -91,14 +93,7 @@ down() {
   local what
   for what in kube-apiserver etcd; do
     if alive "$what"; then
-      local pid
-      pid=$(cat "$dir/$what.pid")
-      kill -TERM "$pid"
-      for _ in $(seq 150); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.2
-      done
-      kill -KILL "$pid" 2>/dev/null || true
+      stop_pid "$(cat "$dir/$what.pid")" 30
     fi
     rm -f "$dir/$what.pid"
   done

@@ -43,6 +43,8 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=host-lib.sh
+source "$root/scripts/host-lib.sh"
 dir=${TRIBUTARY_KUBE_NODE_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/tributary/kube-node}
 run=/run/tributary-kube-node
 node_name=${TRIBUTARY_NODE_NAME:-tributary-node}
@@ -97,14 +99,7 @@ install_packages() {
   command -v nft >/dev/null 2>&1 || missing+=(nftables)
   command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
   ((${#missing[@]})) || return 0
-  say "installing ${missing[*]}"
-  # No init system starts services here; keep the package scripts from trying.
-  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-  chmod +x /usr/sbin/policy-rc.d
-  trap 'rm -f /usr/sbin/policy-rc.d' RETURN
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null ||
-    { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y \
-      --no-install-recommends "${missing[@]}" >/dev/null; } || die "apt-get install ${missing[*]} failed"
+  apt_install kube-node.sh "${missing[@]}" || exit 1
 }
 
 # start <name> <argv...>: a detached process with its log in $dir/logs and its pid in $run.
@@ -385,16 +380,8 @@ load() {
 }
 
 stop_process() {
-  local name=$1 pid
-  if alive "$name"; then
-    pid=$(cat "$run/$name.pid")
-    kill -TERM "$pid"
-    for _ in $(seq 100); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
+  local name=$1
+  alive "$name" && stop_pid "$(cat "$run/$name.pid")" 10
   rm -f "$run/$name.pid"
 }
 
