@@ -57,7 +57,7 @@ def main():
     image_tar, ref, version, revision, created = sys.argv[1:6]
     files = final_files(
         image_tar,
-        r"var/lib/dpkg/status|usr/local/go/VERSION|usr/bin/tributary(-controller|-agent)?"
+        r"var/lib/dpkg/status|usr/local/go/VERSION|usr/bin/tributary(-controller|-agent|-git-helper)?"
         r"|usr/share/tributary/python/.*\.whl",
     )
     packages = []

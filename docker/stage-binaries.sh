@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stages what the images take from a build: OUT/bin/{tributary,tributary-controller,
-# tributary-agent} (stripped), OUT/packages/<binary> (the Debian packages that hold the shared
+# tributary-agent,tributary-git-helper} (stripped; the helper runs VCS fetches for the agent and
+# the CLI, which look for it next to themselves), OUT/packages/<binary> (the Debian packages that hold the shared
 # libraries each binary loads, from ldd + dpkg -S: what its image installs), OUT/python/ (the
 # Python SDK's wheel, for connectors' venvs) and OUT/downloads/ (empty: docker/build.sh may seed
 # it with the Go toolchain zip).
@@ -17,7 +18,8 @@ if [[ $# -lt 3 || $# -gt 4 ]]; then
 fi
 build=$1 src=$2 out=$3 python=${4:-python3}
 mkdir -p "$out/bin" "$out/packages" "$out/python" "$out/downloads"
-for target in cli/tributary controller/tributary-controller agent/tributary-agent; do
+for target in cli/tributary controller/tributary-controller agent/tributary-agent \
+  lib/installer/tributary-git-helper; do
   name=$(basename "$target")
   install -m 0755 "$build/$target" "$out/bin/$name"
   strip --strip-unneeded "$out/bin/$name"

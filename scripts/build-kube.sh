@@ -8,6 +8,10 @@
 #                                                                   kubernetes-node; --node only)
 #   coredns         v1.14.7   tests/kube/gomod/coredns              (a main with a cluster DNS's
 #                                                                   plugins only)
+#   prometheus      v3.16.0   github.com/prometheus/prometheus/cmd/prometheus (module v0.316.0;
+#                                                                   wrapper: tests/kube/gomod/
+#                                                                   prometheus; --node only; Debian's
+#                                                                   has no Kubernetes discovery)
 #   etcd            v3.6.16   go.etcd.io/etcd/server/v3             (wrapper: tests/kube/gomod/etcd)
 #   helm            v3.19.5   helm.sh/helm/v3/cmd/helm              (wrapper: tests/kube/gomod/helm, a
 #                                                                   `tool` of the wrapper's go.mod)
@@ -18,8 +22,8 @@
 #
 # Usage: build-kube.sh [--node] [OUTDIR]
 #   Builds what is missing into the cache, prints the absolute path of each binary (one per line:
-#   kube-apiserver, etcd, kubectl, helm, and with --node the node binaries and coredns) and,
-#   with OUTDIR, also symlinks them into OUTDIR.
+#   kube-apiserver, etcd, kubectl, helm, and with --node the node binaries, coredns and
+#   prometheus) and, with OUTDIR, also symlinks them into OUTDIR.
 #
 # Cache: ${TRIBUTARY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tributary}/kube/<name>-<version>/,
 # with a stamp that records the hash of the wrapper's go.mod/go.sum and the Go version used. A
@@ -44,6 +48,10 @@ readonly KUBE_VERSION=v1.34.4
 readonly ETCD_VERSION=v3.6.16
 readonly HELM_VERSION=v3.19.5
 readonly COREDNS_VERSION=v1.14.7
+readonly PROMETHEUS_VERSION=v3.16.0
+readonly PROMETHEUS_MODULE_VERSION=v0.316.0
+# Kubernetes, file and HTTP discovery only: the cloud providers' SDKs would double the build.
+readonly PROMETHEUS_TAGS=remove_all_sd,enable_kubernetes_sd
 
 with_node=0
 if [[ ${1:-} == --node ]]; then
@@ -62,6 +70,7 @@ etcd_mod=$root/tests/kube/gomod/etcd
 helm_mod=$root/tests/kube/gomod/helm
 kube_node_mod=$root/tests/kube/gomod/kubernetes-node
 coredns_mod=$root/tests/kube/gomod/coredns
+prometheus_mod=$root/tests/kube/gomod/prometheus
 
 die() {
   echo "build-kube.sh: $*" >&2
@@ -80,6 +89,8 @@ grep -qE "^(require |[[:space:]])helm.sh/helm/v3 ${HELM_VERSION}( // indirect)?\
   "$helm_mod/go.mod" || die "$helm_mod/go.mod does not require helm.sh/helm/v3 $HELM_VERSION"
 grep -qE "^(require |[[:space:]])github.com/coredns/coredns ${COREDNS_VERSION}( // indirect)?\$" \
   "$coredns_mod/go.mod" || die "$coredns_mod/go.mod does not require github.com/coredns/coredns $COREDNS_VERSION"
+grep -qE "^(require |[[:space:]])github.com/prometheus/prometheus ${PROMETHEUS_MODULE_VERSION}( // indirect)?\$" \
+  "$prometheus_mod/go.mod" || die "$prometheus_mod/go.mod does not require github.com/prometheus/prometheus $PROMETHEUS_MODULE_VERSION"
 
 # The hash of a wrapper module's state: go.mod, go.sum and its own Go files (coredns' main.go).
 modhash() { { cat "$1/go.mod" "$1/go.sum"; find "$1" -maxdepth 1 -name '*.go' -exec cat {} +; } | sha256sum | cut -c1-16; }
@@ -87,6 +98,9 @@ kube_hash=$(modhash "$kube_mod")
 etcd_hash=$(modhash "$etcd_mod")
 kube_node_hash=$(modhash "$kube_node_mod")
 coredns_hash=$(modhash "$coredns_mod")
+prometheus_ldflags=" -X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION#v}"
+prometheus_hash=$(cat "$prometheus_mod/go.mod" "$prometheus_mod/go.sum" \
+  <(echo "$PROMETHEUS_TAGS $prometheus_ldflags") | sha256sum | cut -c1-16)
 # Helm's default Kubernetes version (`helm template`, `helm lint`) is set at link time, like its
 # Makefile does: that of the k8s.io modules it is built with (v0.34 → 1.34).
 helm_ldflags=" -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
@@ -109,6 +123,7 @@ components=(
   "kubelet|$KUBE_VERSION|$kube_node_mod|k8s.io/kubernetes/cmd/kubelet|$kube_node_hash"
   "kube-proxy|$KUBE_VERSION|$kube_node_mod|k8s.io/kubernetes/cmd/kube-proxy|$kube_node_hash"
   "coredns|$COREDNS_VERSION|$coredns_mod|.|$coredns_hash"
+  "prometheus|$PROMETHEUS_VERSION|$prometheus_mod|github.com/prometheus/prometheus/cmd/prometheus|$prometheus_hash"
 )
 
 # Whether <dir> holds a binary built from the module state <hash>.
@@ -183,16 +198,17 @@ for c in "${components[@]}"; do
   if cached "$dest" "$name" "$hash"; then
     continue
   fi
-  ldflags="-s -w"
+  ldflags="-s -w" tags=""
   case $name in
   etcd | coredns) ;;
   helm) ldflags+=$helm_ldflags ;;
+  prometheus) ldflags+=$prometheus_ldflags tags=$PROMETHEUS_TAGS ;;
   *) ldflags+=$kube_ldflags ;;
   esac
   tmp=$(mktemp -d "$cache/.build-$name.XXXXXX")
   start=$(date +%s)
   echo "build-kube.sh: building $name $version with $go_version (-p $jobs); the first build takes minutes" >&2
-  if ! (cd "$dir" && "$go" build -p "$jobs" -trimpath -ldflags "$ldflags" -o "$tmp/$name" "$pkg") >"$log" 2>&1; then
+  if ! (cd "$dir" && "$go" build -p "$jobs" -trimpath -tags "$tags" -ldflags "$ldflags" -o "$tmp/$name" "$pkg") >"$log" 2>&1; then
     echo "build-kube.sh: go build $pkg ($name $version) failed:" >&2
     cat "$log" >&2
     rm -rf "$tmp"

@@ -1,6 +1,4 @@
 #!/usr/bin/env bash
-# Status: the network, nftables, pause image, containerd (CRI) and restore steps ran here; the
-# Kubernetes processes have not been started by it yet (issue 13).
 # A real one-node Kubernetes cluster on this machine, where pods actually run: etcd,
 # kube-apiserver, kube-controller-manager, kube-scheduler, containerd (Debian's) + runc, CNI
 # (bridge + host-local, Debian's plugins), kubelet, kube-proxy (nftables) and CoreDNS. The
@@ -12,7 +10,7 @@
 #   scripts/kube-node.sh load TAR..  import `docker save` tarballs into the node's containerd
 #   scripts/kube-node.sh env         print KUBECONFIG, KUBECACHEDIR, PATH and the node's address
 #   scripts/kube-node.sh status      whether it runs
-#   scripts/kube-node.sh logs        print the log file of each process
+#   scripts/kube-node.sh logs        print the path of each process's log file
 #   scripts/kube-node.sh down        stop everything and restore the host (below); images and
 #                                    etcd's data stay in the state directory
 #   scripts/kube-node.sh clean       down, then remove the state directory
@@ -28,7 +26,8 @@
 #   DNS           CoreDNS on the node address, serving cluster.local from the API
 #
 # What it changes on the host and `down` restores: the two bridges (and the pods' veths and
-# network namespaces), nftables tables `inet tributary_node` and kube-proxy's, the sysctls the
+# network namespaces), nftables tables `inet tributary_node`, kube-proxy's and any iptables-nft
+# table (filter, nat, mangle, raw) that was not there before, the sysctls the
 # kubelet and CNI set (vm.overcommit_memory, kernel.panic, kernel.panic_on_oops,
 # net.ipv4.ip_forward), every mount under the state directory and /run/netns/cni-*, the pod
 # cgroups (under /tributary-node), /var/log/containers links, and the directories kubelet and
@@ -139,6 +138,7 @@ record_host() {
     for d in /run/netns/*; do
       [[ -e $d ]] && echo "netns $(basename "$d")"
     done
+    nft list tables 2>/dev/null | awk '{ print "nft", $2, $3 }'
   } >"$run/host-state.tmp"
   mv "$run/host-state.tmp" "$run/host-state"
 }
@@ -269,6 +269,8 @@ containerRuntimeEndpoint: unix://$run/containerd.sock
 # cgroup v1 here, no systemd; this VM cannot lower oom_score_adj; swap may be on.
 cgroupDriver: cgroupfs
 cgroupRoot: $cgroup_root
+# No KUBE-FIREWALL/canary chains in the host's iptables (kube-proxy's nftables mode needs none).
+makeIPTablesUtilChains: false
 failCgroupV1: false
 failSwapOn: false
 oomScoreAdj: 0
@@ -360,6 +362,11 @@ up() {
   wait_until 60 "containerd" containerd ctr version
   ctr images ls -q | grep -qx "$pause_image" || ctr images import "$dir/pause.tar" >/dev/null
   start coredns "${bin[coredns]}" -conf "$dir/Corefile"
+  # The kubelet wants its cgroupRoot to exist in every hierarchy (cgroup v1 here).
+  local hierarchy
+  for hierarchy in /sys/fs/cgroup/*/; do
+    [[ -L ${hierarchy%/} ]] || mkdir -p "$hierarchy${cgroup_root#/}"
+  done
   start kubelet "${bin[kubelet]}" --config="$dir/kubelet.yaml" \
     --kubeconfig="$pki/kubeconfig-kubelet" --root-dir="$dir/kubelet" \
     --hostname-override="$node_name" --node-ip="$node_ip" --v=1
@@ -422,14 +429,21 @@ restore_host() {
     [[ -d $cg ]] && find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true
   done
   [[ -r $run/host-state ]] || return 0
-  local kind name value
-  declare -A had_netns=()
+  local kind name value family table
+  declare -A had_netns=() had_table=()
   while read -r kind name value; do
     case $kind in
     sysctl) sysctl -qw "$name=$value" || true ;;
     netns) had_netns[$name]=1 ;;
+    nft) had_table["$name $value"]=1 ;;
     esac
   done <"$run/host-state"
+  # iptables-nft tables that appeared with the cluster (kube-proxy's and the kubelet's
+  # KUBE-* chains live there even with makeIPTablesUtilChains off).
+  while read -r family table; do
+    case $table in filter | nat | mangle | raw) ;; *) continue ;; esac
+    [[ -n ${had_table["$family $table"]:-} ]] || nft delete table "$family" "$table" 2>/dev/null || true
+  done < <(nft list tables 2>/dev/null | awk '$2 == "ip" || $2 == "ip6" { print $2, $3 }')
   for target in /run/netns/cni-*; do
     [[ -e $target && -z ${had_netns[$(basename "$target")]:-} ]] || continue
     umount -l "$target" 2>/dev/null || true

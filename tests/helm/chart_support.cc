@@ -81,7 +81,8 @@ std::string Chart::dir() const {
   return (std::filesystem::path(TRIBUTARY_SOURCE_DIR) / "deploy/helm/tributary").string();
 }
 
-harness::CommandResult Chart::helm(const std::vector<std::string>& args) const {
+harness::CommandResult Chart::helm(const std::vector<std::string>& args,
+                                   std::chrono::seconds timeout) const {
   std::vector<std::string> argv{tool("helm")};
   argv.insert(argv.end(), args.begin(), args.end());
   const std::string home = home_.path().string();
@@ -91,7 +92,7 @@ harness::CommandResult Chart::helm(const std::vector<std::string>& args) const {
   if (const char* kubeconfig = std::getenv("KUBECONFIG"); kubeconfig != nullptr) {
     env.push_back(std::string("KUBECONFIG=") + kubeconfig);
   }
-  return harness::runCommand(argv, env, home, scratchPath(), "", std::chrono::minutes(2));
+  return harness::runCommand(argv, env, home, scratchPath(), "", timeout);
 }
 
 std::string Chart::renderYaml(const std::vector<std::string>& flags) const {

@@ -33,7 +33,8 @@ class Chart {
  public:
   [[nodiscard]] std::string dir() const;
   /// `helm <args...>` with a private HOME (no state outside the test's directory).
-  harness::CommandResult helm(const std::vector<std::string>& args) const;
+  harness::CommandResult helm(const std::vector<std::string>& args,
+                              std::chrono::seconds timeout = std::chrono::minutes(2)) const;
   /// `helm template rel <chart> -n tributary-system <flags...>`; every document as JSON. Fails
   /// the test (ADD_FAILURE) and returns {} when helm or the YAML fails.
   std::vector<Json> render(const std::vector<std::string>& flags) const;

@@ -188,7 +188,7 @@ TEST_F(ChartTest, NamespaceScopeGivesARolePerNamespaceAndWatchesOnlyThem) {
       EXPECT_TRUE(found) << who << " Role in " << ns;
     }
   }
-  std::set<std::string> cluster_roles;  // of the release (the helm test hook reads 3 CRDs)
+  std::set<std::string> cluster_roles;  // of the release (the helm test pod reads 3 CRDs)
   for (const Json* r : objectsOf(objects, "ClusterRole")) {
     if (!(*r)["metadata"].contains("annotations")) {
       cluster_roles.insert((*r)["metadata"]["name"].get<std::string>());

@@ -8,15 +8,12 @@
 #include "tributary/testing/services.h"
 
 #include "chart_support.h"
+#include "prometheus_queries.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-// cpprest's U() macro breaks gtest's templates.
-#define _TURN_OFF_PLATFORM_STRING
-#include <cpprest/http_client.h>
 
-#include <cmath>
-#include <regex>
+#include <thread>
 
 namespace tributary::testing {
 namespace {
@@ -24,46 +21,6 @@ namespace {
 namespace fs = std::filesystem;
 using harness::KubeApiServer;
 using namespace std::chrono_literals;
-
-// GET <base><path_and_query> → the JSON body (null on any failure).
-Json getJson(const std::string& base, const std::string& path_and_query) {
-  try {
-    web::http::client::http_client client(base);
-    auto response = client.request(web::http::methods::GET, path_and_query).get();
-    return Json::parse(response.extract_utf8string(true).get(), nullptr, false);
-  } catch (const std::exception&) {
-    return nullptr;
-  }
-}
-
-// j[key] as a string, "" when absent or not a string (json::value trips GCC 12's
-// -Wnull-dereference here).
-std::string stringAt(const Json& j, const char* key) {
-  if (!j.is_object()) {
-    return "";
-  }
-  const auto it = j.find(key);
-  return it != j.end() && it->is_string() ? it->get_ref<const std::string&>() : std::string();
-}
-
-std::string urlEncode(const std::string& text) { return web::uri::encode_data_string(text); }
-
-// Whether a query_range answer holds at least one number (histogram quantiles of a window
-// without observations are NaN: no data).
-bool hasNumbers(const Json& answer) {
-  if (stringAt(answer, "status") != "success") {
-    return false;
-  }
-  for (const Json& series : answer["data"]["result"]) {
-    for (const Json& point : series["values"]) {
-      const std::string v = point[1];
-      if (v != "NaN" && v != "+Inf" && v != "-Inf") {
-        return true;
-      }
-    }
-  }
-  return false;
-}
 
 TEST(DashboardsOnPrometheus, EveryPanelQueryReturnsDataAndEveryRuleEvaluates) {
   auto& kube = KubeApiServer::shared();
@@ -127,15 +84,7 @@ TEST(DashboardsOnPrometheus, EveryPanelQueryReturnsDataAndEveryRuleEvaluates) {
       (tmp.path() / "agent.log").string()));
   const auto started = std::chrono::system_clock::now();
   // Both scraped before anything happens, so every counter is seen at zero first.
-  ASSERT_TRUE(waitFor(
-      [&] {
-        const Json up = getJson(api, "/api/v1/query?query=" + urlEncode("sum(up)"));
-        // {"data":{"result":[{"metric":{},"value":[<time>,"2"]}]},"status":"success"}
-        return stringAt(up, "status") == "success" &&
-               up.dump().find(R"(,"2"]}])") != std::string::npos;
-      },
-      30s))
-      << readFile(prometheus.log);
+  ASSERT_TRUE(waitFor([&] { return scrapesTargets(api, 2); }, 30s)) << readFile(prometheus.log);
 
   // A good sync and a connector that fails every attempt (retried, then failed for good).
   auto connector = [&](const std::string& name, const std::string& mode) {
@@ -163,51 +112,15 @@ TEST(DashboardsOnPrometheus, EveryPanelQueryReturnsDataAndEveryRuleEvaluates) {
   // A few more scrapes, so that every rate has two samples after the last change.
   std::this_thread::sleep_for(6s);
 
-  const auto now = std::chrono::system_clock::now();
-  const auto seconds = [](auto t) {
-    return std::to_string(
-        std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count());
-  };
-  const std::string range =
-      std::to_string(std::chrono::duration_cast<std::chrono::seconds>(now - started).count() + 10) +
-      "s";
-  std::vector<std::string> empty;
-  int queries = 0;
-  for (const char* file : {"operator.json", "syncs.json"}) {
-    const Json dashboard = Json::parse(readFile(fs::path(chart.dir()) / "files/dashboards" / file));
-    for (const Json& panel : dashboard["panels"]) {
-      for (const Json& target : panel["targets"]) {
-        std::string expr = target["expr"];
-        // What Grafana substitutes: $__rate_interval (≥ 4 scrape intervals), $__range (the
-        // dashboard's time range: this run), $namespace = All.
-        expr = std::regex_replace(expr, std::regex(R"(\$__rate_interval)"), "15s");
-        expr = std::regex_replace(expr, std::regex(R"(\$__range)"), range);
-        expr = std::regex_replace(expr, std::regex(R"(\$namespace)"), ".*");
-        const Json answer =
-            getJson(api, "/api/v1/query_range?query=" + urlEncode(expr) +
-                             "&start=" + seconds(started) + "&end=" + seconds(now) + "&step=1");
-        ++queries;
-        if (!hasNumbers(answer)) {
-          empty.push_back(std::string(file) + " / " + panel["title"].get<std::string>() + ": " +
-                          expr + " → " + answer.dump().substr(0, 300));
-        }
-      }
-    }
-  }
-  EXPECT_GE(queries, 30);
-  EXPECT_THAT(empty, ::testing::IsEmpty()) << "panel queries without data";
+  const DashboardQueries queries = runDashboardQueries(api, chart.dir() + "/files/dashboards",
+                                                       started, std::chrono::system_clock::now());
+  EXPECT_GE(queries.evaluated, 30);
+  EXPECT_THAT(queries.without_data, ::testing::IsEmpty()) << "panel queries without data";
 
   // Every alert rule loaded and evaluates without error.
-  const Json rules = getJson(api, "/api/v1/rules?type=alert");
-  ASSERT_TRUE(rules.is_object()) << readFile(prometheus.log);
-  int loaded = 0;
-  for (const Json& group : rules["data"]["groups"]) {
-    for (const Json& rule : group["rules"]) {
-      ++loaded;
-      EXPECT_EQ(stringAt(rule, "health"), "ok") << rule.dump();
-    }
-  }
-  EXPECT_EQ(loaded, 12);
+  std::vector<std::string> unhealthy;
+  EXPECT_EQ(loadedAlertRules(api, &unhealthy), 12);
+  EXPECT_THAT(unhealthy, ::testing::IsEmpty());
   if (HasFailure()) {
     std::cerr << "--- controller log\n"
               << readFile(controller.log) << "--- agent log\n"

@@ -76,13 +76,15 @@ class Images : public ::testing::Test {
                     std::chrono::minutes(15));
     ASSERT_TRUE(base.ok()) << base.error << "\n" << base.output;
     base_ = trimmed(base.output.substr(base.output.find_last_of('\n', base.output.size() - 2) + 1));
-    out_ = std::make_unique<harness::TempDir>("images");
+    // Kept in the build tree: the one-node cluster test (tests/cluster) imports these tarballs.
+    std::error_code ec;
+    fs::remove_all(out_, ec);
+    fs::create_directories(out_);
     built_ = run({"/bin/bash", root + "/docker/build.sh", "--prebuilt", TRIBUTARY_BUILD_DIR,
-                  "--base", base_, "--tag", "test", "--out", out_->path().string()},
+                  "--base", base_, "--tag", "test", "--out", out_.string()},
                  std::chrono::minutes(40));
   }
   static void TearDownTestSuite() {
-    out_.reset();
     if (started_daemon_) {
       static_cast<void>(run(
           {"/bin/bash", std::string(TRIBUTARY_SOURCE_DIR) + "/scripts/docker-daemon.sh", "stop"}));
@@ -97,7 +99,7 @@ class Images : public ::testing::Test {
 
   static inline bool started_daemon_ = false;
   static inline std::string base_;
-  static inline std::unique_ptr<harness::TempDir> out_;
+  static inline const fs::path out_ = TRIBUTARY_IMAGES_DIR;
   static inline harness::CommandResult built_;
 };
 
@@ -107,7 +109,7 @@ void Images::checkEveryImageBuildsWithinItsSizeBudget() {
        {"tributary-controller", "tributary-agent", "tributary-agent-slim", "tributary",
         "tributary-quickstart-postgres", "tributary-quickstart-redis"}) {
     EXPECT_THAT(built_.output, HasSubstr(std::string(image) + ":test")) << image;
-    EXPECT_TRUE(fs::exists(out_->path() / (std::string(image) + ".tar"))) << image;
+    EXPECT_TRUE(fs::exists(out_ / (std::string(image) + ".tar"))) << image;
   }
   EXPECT_THAT(built_.output, ::testing::Not(HasSubstr("OVER BUDGET")));
   std::cout << built_.output;  // the sizes, for the record
@@ -130,7 +132,7 @@ void Images::checkNonRootLabelledAndDescribedByAnSbom() {
     }
     EXPECT_EQ(labels["org.opencontainers.image.title"], image);
     EXPECT_EQ(labels["org.opencontainers.image.base.name"], base_);
-    const Json sbom = Json::parse(readFile(out_->path() / (std::string(image) + ".spdx.json")));
+    const Json sbom = Json::parse(readFile(out_ / (std::string(image) + ".spdx.json")));
     EXPECT_EQ(sbom["spdxVersion"], "SPDX-2.3");
     std::map<std::string, std::string> packages;
     for (const Json& p : sbom["packages"]) {
@@ -175,6 +177,14 @@ void Images::checkBinariesRunWithoutAShellAndTheAgentHasItsToolchains() {
   const auto slim =
       docker({"run", "--rm", "--network=none", "tributary-agent-slim:test", "--help"});
   EXPECT_TRUE(slim.ok()) << slim.output;
+  // VCS sources: the agents and the CLI find their libgit2 helper next to themselves (it answers
+  // an empty request with a JSON error).
+  for (const char* image :
+       {"tributary-agent:test", "tributary-agent-slim:test", "tributary:test"}) {
+    const auto helper = docker(
+        {"run", "--rm", "--network=none", "--entrypoint", "/usr/bin/tributary-git-helper", image});
+    EXPECT_THAT(helper.output, HasSubstr("the request is not a JSON object")) << image;
+  }
   // The full agent: Go >= 1.24 (a go-plugin connector builds), git, Python with venv and the SDK.
   const auto go = docker(
       {"run", "--rm", "--network=none", "--entrypoint", "go", "tributary-agent:test", "version"});
