@@ -438,8 +438,8 @@ restore_host() {
     nft) had_table["$name $value"]=1 ;;
     esac
   done <"$run/host-state"
-  # iptables-nft tables that appeared with the cluster (kube-proxy's and the kubelet's
-  # KUBE-* chains live there even with makeIPTablesUtilChains off).
+  # iptables-nft tables that appeared with the cluster (a kubelet without
+  # makeIPTablesUtilChains: false puts KUBE-FIREWALL and canary chains there).
   while read -r family table; do
     case $table in filter | nat | mangle | raw) ;; *) continue ;; esac
     [[ -n ${had_table["$family $table"]:-} ]] || nft delete table "$family" "$table" 2>/dev/null || true

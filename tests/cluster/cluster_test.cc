@@ -32,8 +32,6 @@
 #include <thread>
 #include <unistd.h>
 
-extern char** environ;
-
 namespace tributary::testing {
 namespace {
 
@@ -46,21 +44,9 @@ constexpr const char* kJobs = "team-a";                 // where the Connectors 
 constexpr const char* kExternalPassword = "external-db-secret";
 constexpr const char* kRedisPassword = "external-redis-secret";
 
-std::vector<std::string> environment() {
-  std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) {
-    env.emplace_back(*e);
-  }
-  return env;
-}
-
 harness::CommandResult run(const std::vector<std::string>& argv, std::chrono::seconds timeout,
                            const std::string& input = "") {
-  static int n = 0;
-  return harness::runCommand(
-      argv, environment(), "/",
-      "/tmp/tributary-cluster-" + std::to_string(::getpid()) + "-" + std::to_string(n++), input,
-      timeout);
+  return runTool(argv, input, timeout);
 }
 
 harness::CommandResult kubectl(std::vector<std::string> args, const std::string& input = "",

@@ -72,9 +72,9 @@ std::string tool(const std::string& name) {
   return "/nonexistent/" + name;
 }
 
-harness::CommandResult runTool(const std::vector<std::string>& argv, const std::string& input) {
-  return harness::runCommand(argv, currentEnvironment(), "/", scratchPath(), input,
-                             std::chrono::minutes(2));
+harness::CommandResult runTool(const std::vector<std::string>& argv, const std::string& input,
+                               std::chrono::seconds timeout) {
+  return harness::runCommand(argv, currentEnvironment(), "/", scratchPath(), input, timeout);
 }
 
 std::string Chart::dir() const {

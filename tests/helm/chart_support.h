@@ -55,8 +55,9 @@ const Json& podSpec(const Json& workload);
 
 /// An absolute path of a tool in $TRIBUTARY_KUBE_BIN_DIR (helm, kubectl) or on PATH (promtool).
 std::string tool(const std::string& name);
-/// Runs a tool with this process's environment.
-harness::CommandResult runTool(const std::vector<std::string>& argv, const std::string& input = "");
+/// Runs a tool with this process's environment; killed after `timeout`.
+harness::CommandResult runTool(const std::vector<std::string>& argv, const std::string& input = "",
+                               std::chrono::seconds timeout = std::chrono::minutes(2));
 
 std::string readFile(const std::filesystem::path& path);
 /// Polls `pred` every 200 ms until it holds or `timeout` passes; its last answer.
