@@ -153,6 +153,26 @@ std::string describe(const Json& run) {
              : phaseOf(run) + ": " + run.value("/status/message"_json_pointer, std::string());
 }
 
+// What the cluster changes on the host and must restore: links, nftables tables, the sysctls the
+// kubelet and CNI set, mounts and network namespaces.
+std::string hostState() {
+  std::string state;
+  for (const std::vector<std::string>& argv : std::vector<std::vector<std::string>>{
+           {"/usr/sbin/ip", "-br", "link"},
+           {"/usr/sbin/nft", "list", "tables"},
+           {"/usr/sbin/sysctl", "vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops",
+            "net.ipv4.ip_forward"},
+           {"/usr/bin/findmnt", "-rn", "-o", "TARGET"}}) {
+    const auto r = run(argv, 1min);
+    state += argv[0] + ":\n" + (r.ok() ? r.output : std::string());
+  }
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/run/netns", ec)) {
+    state += "netns " + entry.path().filename().string() + "\n";
+  }
+  return state;
+}
+
 class Cluster : public ::testing::Test {
  protected:
   static void SetUpTestSuite();
@@ -186,6 +206,7 @@ class Cluster : public ::testing::Test {
   static inline std::string prometheus_api_;
   static inline std::chrono::system_clock::time_point prometheus_started_;
   static inline bool up_ = false;
+  static inline std::string host_before_;
 };
 
 void Cluster::SetUpTestSuite() {
@@ -196,6 +217,7 @@ void Cluster::SetUpTestSuite() {
 
   // The cluster, from nothing (a previous run's state is removed first).
   static_cast<void>(run({"/bin/bash", node_script_, "clean"}, 3min));
+  host_before_ = hostState();
   const auto cluster_start = Clock::now();
   const auto up = run({"/bin/bash", node_script_, "up"}, 10min);
   up_ = true;
@@ -345,6 +367,9 @@ void Cluster::TearDownTestSuite() {
   if (up_) {
     const auto down = run({"/bin/bash", node_script_, "clean"}, 3min);
     EXPECT_TRUE(down.ok()) << down.output;
+    // The host as it was: no bridge, no nftables table of ours, the sysctls back, nothing mounted.
+    EXPECT_EQ(hostState(), host_before_);
+    EXPECT_FALSE(fs::exists("/run/tributary-kube-node"));
   }
   delete chart_;
   delete tmp_;
