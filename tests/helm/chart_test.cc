@@ -188,13 +188,13 @@ TEST_F(ChartTest, NamespaceScopeGivesARolePerNamespaceAndWatchesOnlyThem) {
       EXPECT_TRUE(found) << who << " Role in " << ns;
     }
   }
-  std::set<std::string> cluster_roles;  // of the release (the helm test pod reads 3 CRDs)
+  // Cluster-scoped rights that stay: the agents read Nodes, the helm test pod reads the 3 CRDs.
+  std::set<std::string> cluster_roles;
   for (const Json* r : objectsOf(objects, "ClusterRole")) {
-    if (!(*r)["metadata"].contains("annotations")) {
-      cluster_roles.insert((*r)["metadata"]["name"].get<std::string>());
-    }
+    cluster_roles.insert((*r)["metadata"]["name"].get<std::string>());
   }
-  EXPECT_EQ(cluster_roles, std::set<std::string>{"rel-tributary-agent-nodes"});
+  EXPECT_EQ(cluster_roles, (std::set<std::string>{"rel-tributary-agent-nodes",
+                                                  "rel-tributary-test-tributary-system"}));
   const Json* controller = findObject(objects, "Deployment", "rel-tributary-controller");
   ASSERT_NE(controller, nullptr);
   EXPECT_THAT(containerArgs(*controller), ::testing::Contains("--namespace=team-a,team-b"));
