@@ -185,8 +185,8 @@ class Cluster : public ::testing::Test {
   }
   static void dumpDiagnostics();
 
-  // helm install/upgrade of release rel with the test images and `flags`; then every workload
-  // rolled out.
+  // helm install/upgrade of release rel with the test images, the claim-backed agent cache and
+  // `flags` (waitForRollouts waits for the workloads).
   static harness::CommandResult helmInstall(const std::string& verb,
                                             const std::vector<std::string>& flags);
   static void waitForRollouts(bool quickstart);
