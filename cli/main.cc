@@ -1,5 +1,6 @@
 // tributary: the command-line entry point. Each command lives in cli/src (commands.h).
 #include "tributary/common/strings.h"
+#include "tributary/sandbox/sandbox.h"
 
 #include "commands.h"
 #include "common.h"
@@ -34,6 +35,9 @@ Exit status: 0 ok, 1 connector failed, 2 usage, 3 invalid input, 4 database, 5 i
 
 int main(int argc, char** argv) {
   using namespace tributary::cli;  // NOLINT(google-build-using-namespace)
+  // Connectors run with our uid, and we hold database and connector credentials: a process of
+  // the same uid must not read our memory or environment (lib/sandbox).
+  tributary::sandbox::protectThisProcess();
   // A connector that closes its end of a socket must not kill the host.
   std::signal(SIGPIPE, SIG_IGN);
   // SIGINT/SIGTERM go to the commands' signal threads (blocked before any thread starts).

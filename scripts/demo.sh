@@ -45,7 +45,7 @@ tributary="${build}/cli/tributary"
 work="$(mktemp -d /tmp/tributary-demo.XXXXXX)"
 chmod 755 "${work}"
 trap 'rm -rf "${work}"' EXIT
-data="${DEMO_DIR:-${work}/tree}"
+data="$(realpath -m "${DEMO_DIR:-${work}/tree}")"
 if [[ -z "${DEMO_DIR:-}" ]]; then
   mkdir -p "${data}"
   cp -r lib sdk "${data}/"
@@ -83,17 +83,21 @@ ${options}
   deletionPolicy: Mark
 YAML
 
+# The connector sandbox lets a connector read only the system's files and its own: the tree it
+# syncs is given explicitly (cli/README.md, "Connector sandbox").
+run=("${tributary}" run -f "${work}/demo.yaml" --sandbox-read-only "${data}")
+
 section "the manifests (${work}/demo.yaml)"
 cat "${work}/demo.yaml"
 
 section "first run: $(find "${data}" -type f | wc -l) files into the private PostgreSQL"
-"${tributary}" run -f "${work}/demo.yaml"
+"${run[@]}"
 
 section "a few stored objects (tributary objects demo-files --limit 5)"
 "${tributary}" objects demo-files --limit 5
 
 section "second run: nothing changed, nothing rewritten"
-"${tributary}" run -f "${work}/demo.yaml"
+"${run[@]}"
 
 if [[ "${connector_target}" == tributary-connector-filesystem && -z "${DEMO_DIR:-}" ]]; then
   section "change the tree: add a file, edit one, remove one; third run"
@@ -104,7 +108,7 @@ if [[ "${connector_target}" == tributary-connector-filesystem && -z "${DEMO_DIR:
   mapfile -t sources < <(find "${data}" -type f -name '*.cc' | sort)
   echo "an edit" >>"${markdown[0]}"
   rm "${sources[0]}"
-  "${tributary}" run -f "${work}/demo.yaml"
+  "${run[@]}"
   section "what the last run soft-deleted (tributary objects demo-files --state deleted)"
   "${tributary}" objects demo-files --state deleted
 fi

@@ -22,7 +22,14 @@ if [[ $# -ne 1 ]]; then
 fi
 venv=$1
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-python=${PYTHON:-python3}
+# The system's Python when there is one: connectors that run as another user (the connector
+# sandbox's uid when the tests run as root) must be able to read the interpreter, and a pyenv
+# under /root is out of their reach.
+if [[ -z "${PYTHON:-}" && -x /usr/bin/python3 ]]; then
+  python=/usr/bin/python3
+else
+  python=${PYTHON:-python3}
+fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
@@ -34,6 +41,11 @@ run() {  # run a command quietly; on failure show its output and stop
   fi
 }
 
+# A venv made from another interpreter is made again.
+if [[ -f "$venv/pyvenv.cfg" ]] &&
+  ! grep -qx "home = $(dirname "$(command -v "$python")")" "$venv/pyvenv.cfg"; then
+  rm -rf "$venv"
+fi
 if [[ ! -x "$venv/bin/python" ]]; then
   if ! "$python" -m venv "$venv" >>"$log" 2>&1; then
     # Debian's system python needs python3-venv (ensurepip) for this.

@@ -662,6 +662,7 @@ struct Agent::Impl {
     }
     plan.start_timeout = options.start_timeout;
     plan.lock_options = options.lock_options;
+    plan.sandbox = options.sandbox.policy(connector.limits);
     return plan;
   }
 

@@ -11,6 +11,7 @@
 #include "tributary/locks/lock.h"
 #include "tributary/metrics/http_server.h"
 #include "tributary/metrics/process.h"
+#include "tributary/sandbox/sandbox.h"
 #include "tributary/store/store.h"
 
 #include <cstdlib>
@@ -58,6 +59,12 @@ Every flag can also be set by the environment variable named in brackets.
   --progress-interval D        least time between progress writes of a run (default 5s)
   --lock-ttl D                 source lock TTL (default 30s); --lock-wait D (default 45s)
   --start-timeout D            connector handshake timeout (default: the host's)
+  --sandbox on|off             confine connectors (agent/README.md, "Connector sandbox"; default on)
+                               [TRIBUTARY_SANDBOX]
+  --connector-user UID[:GID]   run connectors as this user (needs root; default when root:
+                               65534; `root` keeps them root, warned) [TRIBUTARY_CONNECTOR_USER]
+  --sandbox-read-only PATH     also readable by connectors, repeatable (e.g. an interpreter
+                               outside /usr) [TRIBUTARY_SANDBOX_READ_ONLY, colon-separated]
   --kubeconfig PATH            (default: $KUBECONFIG, in-cluster, ~/.kube/config)
   --log-level LEVEL            debug|info|warn|error (default info) [TRIBUTARY_LOG_LEVEL]
 )";
@@ -115,6 +122,9 @@ std::string hostName() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // First thing: connectors run with our uid, and this process holds the store's and the
+  // locks' credentials (a same-uid process must not read our memory or environment).
+  const bool protected_process = sandbox::protectThisProcess();
   agent::AgentOptions options;
   options.name = env("TRIBUTARY_AGENT_NAME", env("NODE_NAME"));
   options.node_name = env("NODE_NAME");
@@ -137,6 +147,12 @@ int main(int argc, char** argv) {
     if (const auto eq = label.find('='); eq != std::string_view::npos) {
       options.labels[std::string(label.substr(0, eq))] = std::string(label.substr(eq + 1));
     }
+  }
+  if (auto sandbox = sync::SandboxSettings::fromEnvironment(); sandbox.ok()) {
+    options.sandbox = *std::move(sandbox);
+  } else {
+    std::cerr << "tributary-agent: " << sandbox.status().message() << "\n";
+    return 2;
   }
   std::string metrics_addr = ":9090";
   std::string probe_addr = ":9091";
@@ -223,6 +239,11 @@ int main(int argc, char** argv) {
       options.lock_options.wait = duration();
     } else if (arg == "--start-timeout") {
       options.start_timeout = duration();
+    } else if (arg == "--sandbox" || arg == "--connector-user" || arg == "--sandbox-read-only") {
+      if (absl::Status s = options.sandbox.set(arg, next()); !s.ok()) {
+        std::cerr << "tributary-agent: " << s.message() << "\n";
+        return 2;
+      }
     } else if (arg == "--kubeconfig") {
       kubeconfig = next();
     } else if (arg == "--log-level") {
@@ -246,6 +267,20 @@ int main(int argc, char** argv) {
     log.error(what, {{"error", status.message()}});
     return 1;
   };
+  if (!protected_process) {
+    log.warn(
+        "cannot make the agent non-dumpable (PR_SET_DUMPABLE): a connector of the same uid "
+        "could read its memory and environment");
+  }
+  for (const std::string& warning : options.sandbox.warnings()) {
+    log.warn(warning);
+  }
+  // What connectors of another user leave outside their process group becomes ours to kill.
+  if (options.sandbox.connectorUser() && !sandbox::adoptOrphans()) {
+    log.warn(
+        "cannot become a child subreaper: processes a connector leaves outside its process "
+        "group outlive its run");
+  }
   auto parsed_namespaces = kube::parseNamespaceList(watch_namespaces);
   if (!parsed_namespaces.ok()) {
     return fatal("bad --namespace", parsed_namespaces.status());
@@ -275,7 +310,14 @@ int main(int argc, char** argv) {
   if (ec) {
     return fatal(cat("cannot create ", temp.string()), absl::InternalError(ec.message()));
   }
-  std::filesystem::permissions(temp, std::filesystem::perms::owner_all, ec);
+  // Connectors running as --connector-user reach their own directories in it, but cannot list it.
+  std::filesystem::permissions(temp,
+                               options.sandbox.connectorUser()
+                                   ? std::filesystem::perms::owner_all |
+                                         std::filesystem::perms::group_exec |
+                                         std::filesystem::perms::others_exec
+                                   : std::filesystem::perms::owner_all,
+                               ec);
   ::setenv("TMPDIR", temp.c_str(), 1);
   ::unsetenv("XDG_RUNTIME_DIR");
 

@@ -7,6 +7,7 @@
 #include "tributary/testing/kube.h"
 #include "tributary/testing/net.h"
 #include "tributary/testing/promtool.h"
+#include "tributary/testing/sandbox.h"
 #include "tributary/testing/services.h"
 #include "tributary/testing/spawn.h"
 #include "tributary/testing/temp_dir.h"
@@ -21,9 +22,12 @@
 #include <iostream>
 #include <libpq-fe.h>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
+#include <unistd.h>
+#include <vector>
 
 namespace tributary {
 namespace {
@@ -120,6 +124,10 @@ struct AgentFlags {
   std::map<std::string, std::string> labels;
   std::string drain_timeout = "30s";
   std::string node_name;  ///< --node-name (the cordon check)
+  /// --sandbox-read-only; the tests' default adds the test directory (the filesystem
+  /// connector's trees) to harness::pythonReadOnlyPaths().
+  std::optional<std::string> sandbox_read_only;
+  std::vector<std::string> extra;  ///< more flags
 };
 AgentFlags withLabel(int capacity, const std::string& zone) {
   AgentFlags flags;
@@ -153,7 +161,7 @@ class AgentE2E : public ::testing::Test {
     auto redis = harness::SharedServices::redis();
     ASSERT_TRUE(redis.ok()) << redis.status();
     redis_port_ = (*redis)->port();
-    dir_ = tmp_.path();
+    dir_ = tmp_.path();  // 0711: as root, the agent runs connectors as uid 65534
     // Connectors as users install them: Local sources, each its own directory.
     fs::create_directories(dir_ / "go");
     fs::copy_file(fs::path(TRIBUTARY_GO_BIN_DIR) / "connector-go-v1_6", dir_ / "go" / "connector");
@@ -165,7 +173,8 @@ class AgentE2E : public ::testing::Test {
     // Commands run from the connector's root: the venv's Python through a script there.
     std::ofstream(dir_ / "py" / "run")
         << "#!/bin/sh\nexec " TRIBUTARY_PYTHON " ./test_connector.py\n";
-    fs::permissions(dir_ / "py" / "run", fs::perms::owner_all);
+    fs::permissions(dir_ / "py" / "run",
+                    fs::perms::owner_all | fs::perms::others_read | fs::perms::others_exec);
   }
 
   void TearDown() override {
@@ -227,6 +236,10 @@ class AgentE2E : public ::testing::Test {
     if (!flags.node_name.empty()) {
       args.push_back("--node-name=" + flags.node_name);
     }
+    args.push_back("--sandbox-read-only=" +
+                   flags.sandbox_read_only.value_or(
+                       dir_.string() + ":" + harness::pythonReadOnlyPaths(TRIBUTARY_PYTHON)));
+    args.insert(args.end(), flags.extra.begin(), flags.extra.end());
     auto pid = harness::spawnLogged(args, p.log);
     EXPECT_TRUE(pid.ok()) << pid.status();
     p.pid = pid.value_or(-1);
@@ -745,6 +758,156 @@ TEST_F(AgentE2E, CordonedNodeTakesNoNewRuns) {
   EXPECT_FALSE(waitForRun("waits", "Succeeded", 60s).is_null())
       << kubectl({"get", "sr", "-o", "yaml"}).output;
   static_cast<void>(KubeApiServer::shared().runKubectl({"delete", "node", node}));
+}
+
+// The connector sandbox against a hostile connector (the Go test connector's mode hostile) on a
+// real agent, beside a victim run holding a credential file. Every probe is refused; a fork
+// bomb and a disk fill are stopped by the Connector's limits and reported; garbage on stdout, a
+// child lingering after Shutdown and one escaping into a session of its own are contained; the
+// victim's rows are exact; the agent keeps serving; nothing is left behind; no secret value shows
+// up in anything the runs produced. Root only (CI runs as root): connectors then run as 65534 (the
+// default), a uid of their own, which is what makes the process limit theirs alone.
+TEST_F(AgentE2E, HostileConnectorIsRefusedAndContained) {
+  if (::geteuid() != 0) {
+    GTEST_SKIP() << "needs root (connectors switch to uid 65534); CI runs it as root";
+  }
+  // Secrets the agent holds: a database password, a ServiceAccount token, a VCS credential of
+  // --secret-dir. Their modes (0644) would let anyone read them: only the sandbox is in the way.
+  const std::string db_password = "db-password-8Xk2mQ";
+  const std::string sa_token = "sa-token-Q7v1zR";
+  const std::string vcs_secret = "vcs-secret-W4p0nT";
+  const std::string victim_key = "victim-key-J3m9cL";
+  fs::create_directories(dir_ / "secrets" / "git");
+  fs::create_directories(dir_ / "serviceaccount");
+  std::ofstream(dir_ / "secrets" / "db-password") << db_password;
+  std::ofstream(dir_ / "serviceaccount" / "token") << sa_token;
+  std::ofstream(dir_ / "secrets" / "git" / "password") << vcs_secret;
+  startController();
+  AgentFlags flags;
+  flags.sandbox_read_only = "";  // only the system's paths and the connector's own
+  flags.extra = {"--database-password-file=" + (dir_ / "secrets" / "db-password").string(),
+                 "--secret-dir=" + (dir_ / "secrets").string()};
+  Process& agent = startAgent("node-a", flags);
+  const fs::path agent_tmp = dir_ / "cache-node-a" / "tmp";
+
+  // The victim: a slow run whose Connector gets a credential file from a Secret.
+  apply(
+      "apiVersion: v1\nkind: Secret\nmetadata:\n  name: victim-creds\nstringData:\n"
+      "  api-key: " +
+      victim_key + "\n---\n" + goConnector("victim") +
+      "  files:\n    - secretRef:\n        name: victim-creds\n      items:\n"
+      "        - key: api-key\n          path: api-key\n          env: API_KEY_FILE\n---\n" +
+      syncJob("victim", "victim", R"({"pages": 40, "page_size": 25, "page_delay_ms": 150})"));
+  fs::path victim_file;
+  ASSERT_TRUE(waitFor(
+      [&] {
+        std::error_code ec;
+        for (auto it = fs::directory_iterator(agent_tmp, ec); !ec && it != fs::directory_iterator();
+             it.increment(ec)) {
+          if (fs::exists(it->path() / "api-key")) {
+            victim_file = it->path() / "api-key";
+            return true;
+          }
+        }
+        return false;
+      },
+      60s))
+      << "the victim's credential file never appeared under " << agent_tmp << "\n"
+      << tail(agent.log);
+
+  // The probes, while the victim runs.
+  const std::string hostile =
+      "apiVersion: tributary.dev/v1alpha1\nkind: Connector\nmetadata:\n  name: hostile\nspec:\n"
+      "  source: Local\n  uri: " +
+      (dir_ / "go").string() +
+      "\n  command: ./connector\n"
+      "  env:\n    - name: TEST_CONNECTOR_MODE\n      value: hostile\n"
+      "  limits:\n    processes: 64\n    fileSize: 64Mi\n";
+  const Json paths = {(dir_ / "secrets" / "db-password").string(),
+                      (dir_ / "serviceaccount" / "token").string(),
+                      (dir_ / "secrets" / "git" / "password").string(), victim_file.string(),
+                      KubeApiServer::shared().kubeconfigPath()};
+  apply(hostile + "---\n" +
+        syncJob("probes", "hostile", Json{{"paths", paths}}.dump(), "  backoffLimit: 0\n"));
+  ASSERT_FALSE(waitForRun("probes", "Succeeded", 90s).is_null())
+      << kubectl({"describe", "sr"}).output << tail(agent.log);
+  const std::string probes = scalar(
+      "SELECT string_agg(remote_id || ' => ' || (metadata::jsonb->>'outcome'), E'\\n' ORDER BY "
+      "remote_id) FROM tributary.live_objects WHERE namespace = '" +
+      ns_ + "' AND sync_job = 'probes'");
+  std::cout << "hostile probes:\n" << probes << "\n";
+  int refused = 0;
+  std::istringstream lines(probes);
+  for (std::string line; std::getline(lines, line);) {
+    EXPECT_NE(line.find(" => refused: "), std::string::npos) << "not refused: " << line;
+    ++refused;
+  }
+  EXPECT_EQ(refused, 10 + static_cast<int>(paths.size())) << probes;
+  EXPECT_TRUE(agent.alive()) << "the agent died of the probes\n" << tail(agent.log);
+
+  // The victim finished untouched while the probes ran.
+  ASSERT_FALSE(waitForRun("victim", "Succeeded", 120s).is_null())
+      << kubectl({"describe", "sr"}).output;
+  EXPECT_EQ(liveCount("victim"), "1000");
+
+  // Attacks on the limits: stopped and reported (fork bomb, disk fill), or contained (stdout
+  // garbage, a child holding the pipes past Shutdown, the same in a session of its own).
+  const std::vector<std::pair<std::string, std::string>> attacks = {
+      {"fork_bomb", "fork bomb stopped after"},
+      {"fill_disk", "disk fill stopped after 64 MiB"},
+      {"stdout", ""},
+      {"linger", ""},
+      {"escape", ""}};
+  for (const auto& [attack, failure] : attacks) {
+    const std::string job = "attack-" + std::string(attack == "fork_bomb"   ? "fork"
+                                                    : attack == "fill_disk" ? "disk"
+                                                                            : attack);
+    apply(syncJob(job, "hostile", Json{{"attack", attack}}.dump(), "  backoffLimit: 0\n"));
+    const Json run = waitForRun(job, failure.empty() ? "Succeeded" : "Failed", 120s);
+    ASSERT_FALSE(run.is_null()) << attack << "\n"
+                                << kubectl({"describe", "sr"}).output << tail(agent.log);
+    if (!failure.empty()) {
+      const auto described = kubectl({"describe", "sr", kube::nameOf(run)});
+      EXPECT_NE(described.output.find(failure), std::string::npos) << described.output;
+    }
+    // Nothing of the attack outlives its run: no process, no directory.
+    EXPECT_TRUE(waitFor([&] { return childrenOf(agent.pid).empty(); }, 15s))
+        << attack << ": the agent still has children";
+    EXPECT_TRUE(waitFor([&] { return countEntries(agent_tmp) == 0; }, 15s))
+        << attack << ": " << countEntries(agent_tmp) << " entries left in " << agent_tmp;
+    EXPECT_TRUE(agent.alive()) << attack << " killed the agent\n" << tail(agent.log);
+    if (attack == "escape") {  // The process group's kill missed it; the sweep did not.
+      EXPECT_NE(readFile(agent.log).find("killed processes the connector left outside its "
+                                         "process group"),
+                std::string::npos)
+          << tail(agent.log);
+    }
+  }
+  auto sleepers = [] {  // the attacks' `sleep 300` processes, anywhere
+    int n = 0;
+    for (const auto& entry : fs::directory_iterator("/proc")) {
+      const std::string cmdline = readFile(entry.path() / "cmdline");
+      n += cmdline.find("sleep") != std::string::npos && cmdline.find("300") != std::string::npos;
+    }
+    return n;
+  };
+  EXPECT_TRUE(waitFor([&] { return sleepers() == 0; }, 15s))
+      << sleepers() << " processes of the attacks outlived their runs";
+
+  // The agent still serves: a normal run after all of it.
+  apply(goConnector("after") + "---\n" + syncJob("after", "after", R"({"pages": 2})"));
+  EXPECT_FALSE(waitForRun("after", "Succeeded", 90s).is_null())
+      << kubectl({"describe", "sr"}).output;
+  EXPECT_EQ(liveCount("after"), "20");
+
+  // No secret value in the logs, statuses or events of any of it.
+  const std::string produced =
+      readFile(agent.log) + readFile(controller_.log) +
+      kubectl({"get", "syncruns,syncjobs,connectors", "-o", "yaml"}).output +
+      kubectl({"get", "events", "-o", "yaml"}).output;
+  for (const std::string& secret : {db_password, sa_token, vcs_secret, victim_key}) {
+    EXPECT_EQ(produced.find(secret), std::string::npos) << "secret " << secret << " leaked";
+  }
 }
 
 }  // namespace

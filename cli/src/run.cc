@@ -1,6 +1,7 @@
 // `tributary run`: the whole pipeline on one machine. Manifests (or a c1 connector JSON) →
 // installer → plugin host → store, with an in-process lock for fencing.
 #include "tributary/common/strings.h"
+#include "tributary/sandbox/sandbox.h"
 
 #include "absl/strings/numbers.h"
 #include "commands.h"
@@ -68,6 +69,12 @@ writes its pages into PostgreSQL, then applies the deletion policy and prints a 
                           TRIBUTARY_SECRET_<SECRET>_<KEY> variables work too
   --cache-dir DIR         connector cache (default ${XDG_CACHE_HOME:-~/.cache}/tributary/connectors)
   --update                fetch the newest version of the connector first (installer update)
+  --sandbox on|off        confine the connector (Landlock, limits, no_new_privs; default on;
+                          cli/README.md) [TRIBUTARY_SANDBOX]
+  --connector-user U[:G]  run the connector as this user (needs root; default when root:
+                          65534; `root` keeps it root, warned) [TRIBUTARY_CONNECTOR_USER]
+  --sandbox-read-only P   a path the connector may also read, repeatable
+                          [TRIBUTARY_SANDBOX_READ_ONLY, colon-separated]
   --json                  print the summary as one JSON object on stdout
 
 Progress goes to stderr: a status line on a terminal, JSON log lines otherwise.
@@ -142,6 +149,7 @@ absl::StatusOr<SyncPlan> planFromManifests(const ParsedArgs& args, const std::st
   plan.name = job->name;
   plan.connector = connector->spec;
   plan.handshake = sync::hostHandshake(connector->handshake);
+  plan.limits = connector->limits;
   plan.deletion_policy =
       store::parseDeletionPolicy(job->deletion_policy).value_or(store::DeletionPolicy::Mark);
   plan.deletion_guard.max_delete_percent = job->max_delete_percent;
@@ -269,8 +277,11 @@ int runCommand(const std::vector<std::string>& argv) {
                      "--secret-dir",
                      "--cache-dir",
                      "--env",
-                     "--env-file"};
-  spec.repeatable = {"-f", "--filename", "--env", "--env-file"};
+                     "--env-file",
+                     "--sandbox",
+                     "--connector-user",
+                     "--sandbox-read-only"};
+  spec.repeatable = {"-f", "--filename", "--env", "--env-file", "--sandbox-read-only"};
   spec.boolean = {"--json", "--update", "--confirm-deletion"};
   auto parsed = parseArgs(argv, spec);
   if (!parsed.ok()) {
@@ -304,6 +315,22 @@ int runCommand(const std::vector<std::string>& argv) {
   flags.cache_dir = args.has("--cache-dir") ? std::filesystem::path(*args.get("--cache-dir"))
                                             : cacheDir() / "connectors";
   flags.secret_dir = secretDir(args);
+  auto sandbox = sync::SandboxSettings::fromEnvironment();
+  if (!sandbox.ok()) {
+    return usage(std::string(sandbox.status().message()));
+  }
+  flags.sandbox = *std::move(sandbox);
+  for (const char* flag : {"--sandbox", "--connector-user", "--sandbox-read-only"}) {
+    for (const std::string& value : args.all(flag)) {
+      if (absl::Status s = flags.sandbox.set(flag, value); !s.ok()) {
+        return usage(std::string(s.message()));
+      }
+    }
+  }
+  // What a connector of another user leaves outside its process group becomes ours to kill.
+  if (flags.sandbox.connectorUser()) {
+    sandbox::adoptOrphans();
+  }
   for (const auto& [flag, target] : {std::pair<const char*, std::optional<double>*>{
                                          "--database-timeout", &flags.database_timeout_s},
                                      {"--timeout", &flags.timeout_s},

@@ -193,6 +193,9 @@ Outcome Pipeline::execute() {
   for (const std::string& note : plan_.notes) {
     logger_.warn(note);
   }
+  for (const std::string& warning : flags_.sandbox.warnings()) {
+    logger_.warn(warning);
+  }
   // 1. The database (fail fast, before a long install).
   auto db = resolveDatabase(flags_.database_url, LocalStart::Always);
   if (!db.ok()) {
@@ -231,6 +234,7 @@ Outcome Pipeline::execute() {
   sync::RunPlan run_plan = plan_;
   run_plan.holder = cat("tributary-cli@", hostName(), "/", ::getpid());
   run_plan.update = flags_.update;
+  run_plan.sandbox = flags_.sandbox.policy(plan_.limits);
   run_plan.sync_timeout =
       flags_.timeout_s
           ? std::chrono::milliseconds(static_cast<std::int64_t>(*flags_.timeout_s * 1000))

@@ -3,6 +3,8 @@
 // One local sync: the database, the connector cache and an in-process lock around lib/sync's
 // pipeline, with a progress line and a summary.
 
+#include "tributary/api/resources.h"
+#include "tributary/sandbox/sandbox.h"
 #include "tributary/sync/sync.h"
 
 #include <chrono>
@@ -18,6 +20,8 @@ struct SyncPlan : sync::RunPlan {
   /// The SyncJob's activeDeadlineSeconds: the Sync deadline unless --timeout says otherwise.
   std::optional<std::chrono::seconds> active_deadline;
   std::vector<std::string> notes;  ///< Printed before the run.
+  /// The Connector's spec.limits (the CRD's defaults for a c1 connector JSON).
+  sandbox::Limits limits = api::defaultConnectorLimits();
 };
 
 struct RunFlags {
@@ -29,6 +33,7 @@ struct RunFlags {
   std::optional<double> start_timeout_s;
   std::filesystem::path cache_dir;
   std::filesystem::path secret_dir;
+  sync::SandboxSettings sandbox;
 };
 
 /// Runs the plan and prints progress and the summary. Returns the exit code.

@@ -325,16 +325,20 @@ TEST_F(CliTest, SecretOptionsFromEnvironmentOrClearError) {
 
 class FilesystemTreeTest : public CliTest, public ::testing::WithParamInterface<std::string> {
  protected:
-  Result sync(const std::string& root) {
-    const std::string file = manifests(
+  // The filesystem connector's Connector and SyncJob `tree` over `root`.
+  std::string treeManifests(const std::string& root, const std::string& policy) const {
+    return manifests(
         "fs.yaml",
         "apiVersion: tributary.dev/v1alpha1\nkind: Connector\nmetadata:\n  name: files\nspec:\n"
         "  source: Local\n  uri: " TRIBUTARY_FILESYSTEM_CONNECTOR
         "\n  command: ./tributary-connector-filesystem\n---\n"
         "apiVersion: tributary.dev/v1alpha1\nkind: SyncJob\nmetadata:\n  name: tree\nspec:\n"
         "  connectorRef: {name: files}\n  options:\n    root: " +
-            root + "\n    hash: sha256\n  deletionPolicy: " + GetParam() + "\n");
-    return tributary({"run", "-f", file, "--database-url", dsn_, "--json"});
+            root + "\n    hash: sha256\n  deletionPolicy: " + policy + "\n");
+  }
+  Result sync(const std::string& root) {
+    return tributary(
+        {"run", "-f", treeManifests(root, GetParam()), "--database-url", dsn_, "--json"});
   }
 };
 
@@ -377,6 +381,42 @@ TEST_P(FilesystemTreeTest, AddedModifiedAndRemovedFiles) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Policies, FilesystemTreeTest, ::testing::Values("Keep", "Mark", "Delete"));
+
+// The connector sandbox: a tree the connector was not given is refused with the way out, and
+// the run stores nothing; given with --sandbox-read-only, it syncs; with --sandbox off, it is read
+// too (warned). The tests' default TRIBUTARY_SANDBOX_READ_ONLY (the temporary directories) is
+// removed here. The parameter is --sandbox's value for the last run.
+class SandboxedTreeTest : public FilesystemTreeTest {};
+
+TEST_P(SandboxedTreeTest, ATreeOutsideTheSandboxIsRefusedUntilGiven) {
+  const TempDir tree;
+  tree.write("a.txt", "hello");
+  const std::string file = treeManifests(tree.path(), "Mark");
+  const std::map<std::string, std::string> no_default = {{"TRIBUTARY_SANDBOX_READ_ONLY", ""}};
+  Result r = tributary({"run", "-f", file, "--database-url", dsn_, "--json"}, no_default);
+  EXPECT_EQ(r.exit_code, 1) << r.all();
+  const auto failed = parseLast(r);
+  EXPECT_THAT(failed["error"].get<std::string>(), HasSubstr("ermission denied")) << r.all();
+  EXPECT_THAT(failed["error"].get<std::string>(), HasSubstr("--sandbox-read-only")) << r.all();
+  EXPECT_EQ(scalar("SELECT count(*) FROM tributary.live_objects WHERE sync_job = 'tree'"), "0");
+
+  r = tributary(
+      {"run", "-f", file, "--database-url", dsn_, "--json", "--sandbox-read-only", tree.path()},
+      no_default);
+  ASSERT_EQ(r.exit_code, 0) << r.all();
+  EXPECT_EQ(parseLast(r)["objects_inserted"], 1);
+  // Off, it is read too (and the warning says so).
+  r = tributary({"run", "-f", file, "--database-url", dsn_, "--json", "--sandbox", GetParam()},
+                no_default);
+  if (GetParam() == "off") {
+    ASSERT_EQ(r.exit_code, 0) << r.all();
+    EXPECT_THAT(r.err, HasSubstr("the connector sandbox is off")) << r.all();
+  } else {
+    EXPECT_EQ(r.exit_code, 1) << r.all();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Sandbox, SandboxedTreeTest, ::testing::Values("on", "off"));
 
 // ---- broken connectors: a clear message, exit 1, the run recorded failed ----
 

@@ -1,5 +1,6 @@
 #include "cli_test_support.h"
 
+#include "tributary/testing/sandbox.h"
 #include "tributary/testing/services.h"
 
 #include <gtest/gtest.h>
@@ -108,6 +109,10 @@ Result run(const std::string& binary, const std::vector<std::string>& args,
       full_env[kv.substr(0, eq)] = kv.substr(eq + 1);
     }
   }
+  // Connectors read their test trees (temporary directories) and the build's Python: the
+  // sandbox's default paths do not hold them.
+  full_env.try_emplace("TRIBUTARY_SANDBOX_READ_ONLY",
+                       tempBase() + ":" + harness::pythonReadOnlyPaths(TRIBUTARY_TEST_PYTHON));
   for (const auto& [key, value] : env) {
     if (value.empty()) {
       full_env.erase(key);

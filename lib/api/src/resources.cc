@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cstdlib>
 #include <regex>
 #include <set>
@@ -538,7 +539,7 @@ void parseConnectorSpec(const Node& root, Doc& doc, Connector& m) {
   doc.unknownKeys(
       spec, "spec",
       {"description", "source", "uri", "ref", "sha256", "installCommand", "updateCommand",
-       "command", "env", "envFrom", "files", "secretRef", "handshake"});
+       "command", "env", "envFrom", "files", "secretRef", "handshake", "limits"});
   const int before = doc.count();
   m.spec.description = doc.string(spec, "description", "spec.description").value_or("");
   if (auto source = doc.string(spec, "source", "spec.source", true)) {
@@ -598,6 +599,28 @@ void parseConnectorSpec(const Node& root, Doc& doc, Connector& m) {
         m.handshake.protocol_versions = parsed;
       }
     }
+  }
+  if (const Node limits = spec["limits"];
+      limits && !limits.IsNull() && doc.mapping(limits, "spec.limits")) {
+    doc.unknownKeys(limits, "spec.limits", {"openFiles", "processes", "addressSpace", "fileSize"});
+    if (auto v = doc.integer(limits, "openFiles", "spec.limits.openFiles", 64)) {
+      m.limits.open_files = static_cast<std::uint64_t>(*v);
+    }
+    if (auto v = doc.integer(limits, "processes", "spec.limits.processes", 16)) {
+      m.limits.processes = static_cast<std::uint64_t>(*v);
+    }
+    const auto bytes = [&](const char* key, std::optional<std::uint64_t>& into) {
+      const std::string path = cat("spec.limits.", key);
+      if (auto text = doc.string(limits, key, path)) {
+        if (auto value = parseByteQuantity(*text)) {
+          into = *value;
+        } else {
+          doc.error(path, cat("must be a byte count like 512Mi or 16Gi, got `", *text, "`"));
+        }
+      }
+    };
+    bytes("addressSpace", m.limits.address_space_bytes);
+    bytes("fileSize", m.limits.file_size_bytes);
   }
   if (doc.count() == before) {
     if (absl::Status valid = installer::validate(m.spec); !valid.ok()) {
@@ -724,6 +747,33 @@ std::int64_t metaGeneration(const Json& object) {
 }
 
 }  // namespace
+
+std::optional<std::uint64_t> parseByteQuantity(std::string_view text) {
+  unsigned shift = 0;
+  for (const auto& [suffix, bits] : {std::pair{"Ki", 10U}, {"Mi", 20U}, {"Gi", 30U}, {"Ti", 40U}}) {
+    if (text.ends_with(suffix)) {
+      shift = bits;
+      text.remove_suffix(2);
+      break;
+    }
+  }
+  std::uint64_t value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() ||
+      value > (~std::uint64_t{0} >> shift)) {
+    return std::nullopt;
+  }
+  return value << shift;
+}
+
+sandbox::Limits defaultConnectorLimits() {
+  sandbox::Limits limits;
+  limits.open_files = defaults::kOpenFiles;
+  limits.processes = defaults::kProcesses;
+  limits.address_space_bytes = parseByteQuantity(defaults::kAddressSpace);
+  limits.file_size_bytes = parseByteQuantity(defaults::kFileSize);
+  return limits;
+}
 
 bool isEnvName(std::string_view name) {
   static const std::regex kEnvName(R"(^[A-Za-z_][A-Za-z0-9_]*$)");

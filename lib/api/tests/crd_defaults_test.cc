@@ -49,6 +49,47 @@ TEST(CrdDefaults, ConnectorHandshake) {
   EXPECT_EQ(handshake.protocol_versions, std::vector<int>{defaults::kProtocolVersion});
 }
 
+TEST(CrdDefaults, ConnectorLimits) {
+  EXPECT_EQ(defaultOf("connectors.yaml", "spec.limits.openFiles"),
+            std::to_string(defaults::kOpenFiles));
+  EXPECT_EQ(defaultOf("connectors.yaml", "spec.limits.processes"),
+            std::to_string(defaults::kProcesses));
+  EXPECT_EQ(defaultOf("connectors.yaml", "spec.limits.addressSpace"), defaults::kAddressSpace);
+  EXPECT_EQ(defaultOf("connectors.yaml", "spec.limits.fileSize"), defaults::kFileSize);
+  // A Connector without spec.limits gets them, and the CRD's pattern accepts what we parse.
+  std::vector<Problem> problems;
+  const Connector connector = parseConnector(Json::parse(R"({"metadata":{"name":"c"},
+      "spec":{"source":"Local","uri":"/x","command":"./c"}})"),
+                                             problems);
+  ASSERT_TRUE(problems.empty()) << describe(problems);
+  EXPECT_EQ(connector.limits.open_files, 4096U);
+  EXPECT_EQ(connector.limits.address_space_bytes, 16ULL << 30U);
+  EXPECT_EQ(connector.limits.file_size_bytes, 8ULL << 30U);
+  const std::string pattern =
+      property("connectors.yaml", "spec.limits.fileSize")["pattern"].as<std::string>();
+  EXPECT_EQ(pattern, "^[0-9]{1,15}(Ki|Mi|Gi|Ti)?$");
+}
+
+TEST(CrdDefaults, ConnectorLimitsParse) {
+  EXPECT_EQ(parseByteQuantity("512Mi"), 512ULL << 20U);
+  EXPECT_EQ(parseByteQuantity("1000"), 1000U);
+  EXPECT_EQ(parseByteQuantity("2Ti"), 2ULL << 40U);
+  EXPECT_FALSE(parseByteQuantity("1G"));
+  EXPECT_FALSE(parseByteQuantity("Gi"));
+  EXPECT_FALSE(parseByteQuantity("-1Mi"));
+  EXPECT_FALSE(parseByteQuantity("99999999999999999Ti"));
+  std::vector<Problem> problems;
+  const Connector connector = parseConnector(Json::parse(R"({"metadata":{"name":"c"},
+      "spec":{"source":"Local","uri":"/x","command":"./c",
+              "limits":{"openFiles":128,"processes":8,"fileSize":"1G","addressSpace":"1Gi"}}})"),
+                                             problems);
+  EXPECT_EQ(describe(problems),
+            "spec.limits.processes: must be at least 16, got 8; spec.limits.fileSize: must be a "
+            "byte count like 512Mi or 16Gi, got `1G`");
+  EXPECT_EQ(connector.limits.open_files, 128U);
+  EXPECT_EQ(connector.limits.address_space_bytes, 1ULL << 30U);
+}
+
 TEST(CrdDefaults, SyncJob) {
   EXPECT_EQ(defaultOf("syncjobs.yaml", "spec.suspend"), defaults::kSuspend ? "true" : "false");
   EXPECT_EQ(defaultOf("syncjobs.yaml", "spec.concurrencyPolicy"), defaults::kConcurrencyPolicy);

@@ -65,6 +65,12 @@ std::string crashSuffix(const OutputPump& pump) {
   return out;
 }
 
+// What the kernel cannot enforce does not change between connectors: say it once per process.
+void logWarningOnce(const log::Logger& logger, const std::string& warning) {
+  static std::once_flag once;
+  std::call_once(once, [&] { logger.warn("connector sandbox degraded", {{"reason", warning}}); });
+}
+
 bool nameAllowed(std::string_view name, const std::vector<std::string>& allowed) {
   for (const std::string_view pattern : allowed) {
     const bool prefix = pattern.ends_with('*');
@@ -145,6 +151,7 @@ class PluginClientImpl final : public PluginClient {
   std::string command_;
   log::Logger logger_{options_.logger};
   std::filesystem::path private_dir_;
+  std::optional<sandbox::User> sandbox_user_;  // Owns private_dir_ and the callback sockets.
   std::optional<mtls::Certificate> host_cert_;
   std::unique_ptr<ChildProcess> process_;
   std::unique_ptr<OutputPump> pump_;
@@ -215,8 +222,30 @@ absl::Status PluginClientImpl::launch(const LaunchSpec& spec) {
   }
   const std::filesystem::path working_dir =
       spec.working_dir.empty() ? std::filesystem::current_path() : spec.working_dir;
+  std::optional<sandbox::Prepared> confinement;
+  if (spec.sandbox) {
+    sandbox::Policy policy = *spec.sandbox;
+    policy.read_write.push_back(private_dir_);
+    if (policy.user) {
+      if (::chown(private_dir_.c_str(), policy.user->uid, policy.user->gid) != 0) {
+        return absl::FailedPreconditionError(
+            strings::cat("cannot hand the connector's private directory ", private_dir_.string(),
+                         " to ", policy.user->describe(), ": ", strings::errnoMessage(errno)));
+      }
+      sandbox_user_ = policy.user;
+    }
+    auto prepared = sandbox::Prepared::create(policy);
+    if (!prepared.ok()) {
+      return prepared.status();
+    }
+    if (!prepared->warning().empty()) {
+      logWarningOnce(logger_, prepared->warning());
+    }
+    logger_.debug("connector sandbox", {{"sandbox", prepared->describe()}});
+    confinement = *std::move(prepared);
+  }
   auto child = ChildProcess::spawn({"/bin/sh", "-c", shellCommand(spec.command)}, buildEnv(spec),
-                                   working_dir);
+                                   working_dir, confinement ? &*confinement : nullptr);
   if (!child.ok()) {
     return child.status();
   }
@@ -374,6 +403,12 @@ absl::StatusOr<SyncResult> PluginClientImpl::sync(const std::string& options, Pa
   if (!server.ok()) {
     return server.status();
   }
+  if (sandbox_user_ && ::chown(socket_path.c_str(), sandbox_user_->uid, sandbox_user_->gid) != 0) {
+    (*server)->close();
+    return absl::InternalError(strings::cat("cannot hand the callback socket to ",
+                                            sandbox_user_->describe(), ": ",
+                                            strings::errnoMessage(errno)));
+  }
   if (absl::Status offered = broker_->offer(id, "unix", socket_path.string()); !offered.ok()) {
     (*server)->close();
     return describeFailure(offered, "before Sync");
@@ -510,6 +545,12 @@ ExitInfo PluginClientImpl::kill() {
     }
     // Reaping also kills whatever the connector left behind in its process group.
     info = exited ? *exited : process_->killAndReap();
+    if (sandbox_user_) {
+      if (const int escaped = reapEscapedChildren(sandbox_user_->uid); escaped > 0) {
+        logger_.warn("killed processes the connector left outside its process group",
+                     {{"processes", escaped}});
+      }
+    }
   }
   if (pump_) {
     pump_->stop(kPumpDrainGrace);

@@ -8,19 +8,27 @@
 
 #include <array>
 #include <cerrno>
+#include <charconv>
+#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
 #include <pthread.h>
+#include <set>
 #include <signal.h>
+#include <string>
 #include <thread>
 #include <unistd.h>
+#include <vector>
 
 namespace tributary::plugin_host {
 namespace {
 
 // Written by the child to the error pipe when exec fails: which step, then errno.
 struct ChildError {
-  int step;  // 1 = chdir, 2 = exec, 3 = setup
+  int step;  // 1 = chdir, 2 = exec, 3 = setup, 4 = limits or user, 5 = no_new_privs/Landlock
   int err;
 };
 
@@ -29,6 +37,31 @@ void closeFd(int& fd) {
     ::close(fd);
     fd = -1;
   }
+}
+
+// Pids of live ChildProcesses: reapEscapedChildren spares them.
+std::mutex live_mu;
+std::set<pid_t> live_children;  // Guarded by live_mu.
+
+void forgetChild(pid_t pid) {
+  const std::lock_guard lock(live_mu);
+  live_children.erase(pid);
+}
+
+// "PPid:" and "Uid:" (real) of /proc/<pid>/status.
+bool parentAndUid(const std::filesystem::path& status_file, pid_t& ppid, uid_t& uid) {
+  std::ifstream in(status_file);
+  bool have_ppid = false;
+  for (std::string line; std::getline(in, line);) {
+    if (line.starts_with("PPid:")) {
+      ppid = static_cast<pid_t>(std::strtol(line.c_str() + 5, nullptr, 10));
+      have_ppid = true;
+    } else if (line.starts_with("Uid:")) {
+      uid = static_cast<uid_t>(std::strtoul(line.c_str() + 4, nullptr, 10));
+      return have_ppid;
+    }
+  }
+  return false;
 }
 
 ExitInfo decodeStatus(int status) {
@@ -44,13 +77,20 @@ ExitInfo decodeStatus(int status) {
 
 // Only async-signal-safe calls between fork and exec: the parent is multi-threaded.
 [[noreturn]] void runChild(pid_t parent, int devnull, int out_w, int err_w, int errpipe_w,
-                           const char* dir, char* const* argv, char* const* envp) {
-  auto fail = [errpipe_w](int step) {
-    const ChildError e{step, errno};
+                           const char* dir, char* const* argv, char* const* envp,
+                           const sandbox::Prepared* sandbox) {
+  auto fail = [errpipe_w](int step, int err) {
+    const ChildError e{step, err};
     [[maybe_unused]] const ssize_t n = ::write(errpipe_w, &e, sizeof(e));
     ::_exit(127);
   };
   ::setpgid(0, 0);
+  // Before PR_SET_PDEATHSIG: changing credentials clears it.
+  if (sandbox != nullptr) {
+    if (const int err = sandbox->applyLimitsAndUser(); err != 0) {
+      fail(4, err);
+    }
+  }
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) {
     ::_exit(127);  // Parent already gone: do not run orphaned.
   }
@@ -65,10 +105,15 @@ ExitInfo decodeStatus(int status) {
   ::sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
   if (::dup2(devnull, 0) < 0 || ::dup2(out_w, 1) < 0 || ::dup2(err_w, 2) < 0) {
-    fail(3);
+    fail(3, errno);
   }
   if (::chdir(dir) != 0) {
-    fail(1);
+    fail(1, errno);
+  }
+  if (sandbox != nullptr) {
+    if (const int err = sandbox->applyRestrictions(); err != 0) {
+      fail(5, err);
+    }
   }
   // Every other descriptor (gRPC sockets, database connections) stays in the host.
   const auto keep = static_cast<unsigned>(errpipe_w);
@@ -82,7 +127,7 @@ ExitInfo decodeStatus(int status) {
     }
   }
   ::execve(argv[0], argv, envp);
-  fail(2);
+  fail(2, errno);
   ::_exit(127);
 }
 
@@ -103,7 +148,7 @@ std::string ExitInfo::describe() const {
 
 absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::spawn(
     const std::vector<std::string>& argv, const std::vector<std::string>& env,
-    const std::filesystem::path& dir) {
+    const std::filesystem::path& dir, const sandbox::Prepared* sandbox) {
   std::vector<char*> argv_c;
   argv_c.reserve(argv.size() + 1);
   for (const auto& a : argv) {
@@ -140,7 +185,7 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::spawn(
   const pid_t pid = ::fork();
   if (pid == 0) {
     runChild(parent, devnull, out_pipe[1], err_pipe[1], exec_pipe[1], dir_str.c_str(),
-             argv_c.data(), env_c.data());
+             argv_c.data(), env_c.data(), sandbox);
   }
   const int fork_errno = errno;
   ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
@@ -157,6 +202,10 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::spawn(
   // Also set the group from the parent side so a signal sent right away reaches it.
   ::setpgid(pid, pid);
   std::unique_ptr<ChildProcess> child(new ChildProcess(pid, out_pipe[0], err_pipe[0]));
+  {
+    const std::lock_guard lock(live_mu);
+    live_children.insert(pid);
+  }
 
   ChildError child_error{};
   ssize_t n = 0;
@@ -168,10 +217,16 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::spawn(
     child->waitFor(std::chrono::seconds(5));
     const char* what = child_error.step == 1   ? "cannot enter the connector directory "
                        : child_error.step == 2 ? "cannot execute "
+                       : child_error.step == 4 ? "cannot apply the sandbox's limits and user to "
+                       : child_error.step == 5 ? "cannot confine (no_new_privs, Landlock) "
                                                : "cannot set up the connector process for ";
     const std::string subject = child_error.step == 1 ? dir_str : argv.front();
-    return absl::FailedPreconditionError(
-        strings::cat(what, subject, ": ", strings::errnoMessage(child_error.err)));
+    std::string message = strings::cat(what, subject, ": ", strings::errnoMessage(child_error.err));
+    if (sandbox != nullptr && (child_error.step == 1 || child_error.step == 2)) {
+      message += strings::cat(" (sandboxed: ", sandbox->describe(),
+                              "; the directory and the command must be readable there)");
+    }
+    return absl::FailedPreconditionError(std::move(message));
   }
   return child;
 }
@@ -211,6 +266,7 @@ std::optional<ExitInfo> ChildProcess::reapIfExited() {
   } else {
     return std::nullopt;
   }
+  forgetChild(pid_);
   // Whatever the connector left behind in its group goes with it.
   ::kill(-pid_, SIGKILL);
   return exit_;
@@ -252,7 +308,44 @@ ExitInfo ChildProcess::killAndReap() {
   } while (r < 0 && errno == EINTR);
   exit_ = r == pid_ ? decodeStatus(status) : ExitInfo{.exited = true};
   exit_->forced = true;
+  forgetChild(pid_);
   return *exit_;
+}
+
+int reapEscapedChildren(uid_t uid) {
+  const pid_t self = ::getpid();
+  int killed = 0;
+  for (int round = 0; round < 1000; ++round) {
+    std::vector<pid_t> escaped;
+    std::error_code ec;
+    for (auto it = std::filesystem::directory_iterator("/proc", ec);
+         !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+      const std::string name = it->path().filename().string();
+      pid_t pid = 0;
+      if (std::from_chars(name.data(), name.data() + name.size(), pid).ec != std::errc()) {
+        continue;
+      }
+      pid_t ppid = 0;
+      uid_t owner = 0;
+      if (parentAndUid(it->path() / "status", ppid, owner) && ppid == self && owner == uid) {
+        const std::lock_guard lock(live_mu);
+        if (!live_children.contains(pid)) {
+          escaped.push_back(pid);
+        }
+      }
+    }
+    if (escaped.empty()) {
+      break;
+    }
+    for (const pid_t pid : escaped) {
+      ::kill(pid, SIGKILL);
+      int status = 0;
+      while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      ++killed;
+    }
+  }
+  return killed;
 }
 
 }  // namespace tributary::plugin_host

@@ -1,6 +1,7 @@
 #pragma once
 
 #include "tributary/plugin_host/plugin_host.h"
+#include "tributary/sandbox/sandbox.h"
 
 #include "absl/status/statusor.h"
 
@@ -21,10 +22,11 @@ namespace tributary::plugin_host {
 class ChildProcess {
  public:
   /// fork+exec `argv` with exactly `env`, in `dir`. The child dies with the calling thread
-  /// (PR_SET_PDEATHSIG). exec and chdir failures are reported here, not as an exit code.
-  static absl::StatusOr<std::unique_ptr<ChildProcess>> spawn(const std::vector<std::string>& argv,
-                                                             const std::vector<std::string>& env,
-                                                             const std::filesystem::path& dir);
+  /// (PR_SET_PDEATHSIG). exec, chdir and sandbox failures are reported here, not as an exit
+  /// code. `sandbox`, when set, confines the child from before chdir to exec.
+  static absl::StatusOr<std::unique_ptr<ChildProcess>> spawn(
+      const std::vector<std::string>& argv, const std::vector<std::string>& env,
+      const std::filesystem::path& dir, const sandbox::Prepared* sandbox = nullptr);
   ~ChildProcess();
   ChildProcess(const ChildProcess&) = delete;
   ChildProcess& operator=(const ChildProcess&) = delete;
@@ -53,5 +55,12 @@ class ChildProcess {
   std::mutex mu_;
   std::optional<ExitInfo> exit_;  // Guarded by mu_.
 };
+
+/// Kills and reaps this process's children that run as `uid` and are no live ChildProcess: what
+/// a sandboxed connector left outside its process group (a `setsid` child), handed to us when
+/// its parent died because the agent and the CLI are child subreapers with a connector user
+/// (sandbox::adoptOrphans). Repeats until none is left (killing one hands us its children).
+/// Returns how many it killed.
+int reapEscapedChildren(uid_t uid);
 
 }  // namespace tributary::plugin_host

@@ -29,8 +29,12 @@ absl::Status writeAll(int fd, std::string_view data) {
   return absl::OkStatus();
 }
 
-std::filesystem::path runtimeBase() {
+// Another user cannot reach $XDG_RUNTIME_DIR (0700): a run for one skips it.
+std::filesystem::path runtimeBase(bool for_another_user) {
   for (const char* var : {"XDG_RUNTIME_DIR", "TMPDIR"}) {
+    if (for_another_user && std::string_view(var) == "XDG_RUNTIME_DIR") {
+      continue;
+    }
     const char* dir = std::getenv(var);  // NOLINT(concurrency-mt-unsafe): read only
     if (dir != nullptr && *dir == '/' && ::access(dir, W_OK | X_OK) == 0) {
       return dir;
@@ -39,11 +43,36 @@ std::filesystem::path runtimeBase() {
   return "/tmp";
 }
 
+// Makes `user` the owner of `dir` and everything in it (the modes stay 0700/0600).
+absl::Status handTo(const std::filesystem::path& dir, const sandbox::User& user) {
+  std::error_code error;
+  auto chown = [&user](const std::filesystem::path& path) -> absl::Status {
+    if (::lchown(path.c_str(), user.uid, user.gid) != 0) {
+      return absl::InternalError(cat("cannot hand ", path.string(), " to ", user.describe(), ": ",
+                                     strings::errnoMessage(errno)));
+    }
+    return absl::OkStatus();
+  };
+  if (absl::Status s = chown(dir); !s.ok()) {
+    return s;
+  }
+  for (std::filesystem::recursive_directory_iterator it(dir, error), end; !error && it != end;
+       it.increment(error)) {
+    if (absl::Status s = chown(it->path()); !s.ok()) {
+      return s;
+    }
+  }
+  if (error) {
+    return absl::InternalError(cat("cannot list ", dir.string(), ": ", error.message()));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RunDirectory>> RunDirectory::create(
-    const std::vector<RunFile>& files) {
-  std::string tmpl = (runtimeBase() / "tributary-run-XXXXXX").string();
+    const std::vector<RunFile>& files, const std::optional<sandbox::User>& owner) {
+  std::string tmpl = (runtimeBase(owner.has_value()) / "tributary-run-XXXXXX").string();
   if (::mkdtemp(tmpl.data()) == nullptr) {  // mkdtemp creates it 0700.
     return absl::InternalError(cat("cannot create a private directory for the connector's files (",
                                    tmpl, "): ", strings::errnoMessage(errno)));
@@ -78,6 +107,11 @@ absl::StatusOr<std::unique_ptr<RunDirectory>> RunDirectory::create(
     }
     if (!file.env.empty()) {
       dir->env_[file.env] = target.string();
+    }
+  }
+  if (owner) {
+    if (absl::Status handed = handTo(dir->path_, *owner); !handed.ok()) {
+      return handed;
     }
   }
   return dir;

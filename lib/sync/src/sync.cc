@@ -3,8 +3,10 @@
 #include "tributary/common/strings.h"
 
 #include <atomic>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <unistd.h>
 
 namespace tributary::sync {
 namespace {
@@ -12,6 +14,19 @@ namespace {
 namespace ph = tributary::plugin_host;
 using strings::cat;
 using Clock = std::chrono::steady_clock;
+
+// Words of the errors the sandbox causes (EACCES, EPERM, EFBIG, EAGAIN on fork/clone).
+bool refusedBySandbox(const absl::Status& status) {
+  const std::string lower =
+      strings::toLower(std::string_view(status.message().data(), status.message().size()));
+  for (const char* words : {"permission denied", "operation not permitted", "file too large",
+                            "resource temporarily unavailable"}) {
+    if (lower.find(words) != std::string::npos) {
+      return true;
+    }
+  }
+  return false;
+}
 
 /// Pages → store::Run, one committed transaction per page, counted for the observer.
 class StoreSink : public ph::PageSink {
@@ -191,8 +206,23 @@ std::optional<Failure> Pipeline::execute() {
   // reach install commands or the install hash, and are never logged.
   ph::LaunchSpec launch = sync::launchSpec(*outcome_.installation);
   std::unique_ptr<RunDirectory> run_dir;
+  const std::optional<sandbox::User> connector_user =
+      plan_.sandbox ? plan_.sandbox->user : std::nullopt;
+  if (connector_user) {
+    // Said before the connector fails on it: what the user cannot reach, and where it is.
+    if (absl::Status reachable =
+            sandbox::checkReachable(outcome_.installation->root, *connector_user);
+        !reachable.ok()) {
+      return fail(run, failure(FailureReason::ConnectorFailed, false,
+                               cat("cannot start connector ", plan_.connector.name,
+                                   ": its installation is out of reach of the connector user: ",
+                                   reachable.message(),
+                                   "; put the cache where that user can read it (--cache-dir) "
+                                   "or choose another --connector-user")));
+    }
+  }
   if (!plan_.files.empty()) {
-    auto dir = RunDirectory::create(plan_.files);
+    auto dir = RunDirectory::create(plan_.files, connector_user);
     if (!dir.ok()) {
       return fail(run, failure(FailureReason::ConnectorFailed, true,
                                cat("cannot start connector ", plan_.connector.name, ": ",
@@ -210,6 +240,13 @@ std::optional<Failure> Pipeline::execute() {
   }
   for (const auto& [name, value] : plan_.env_overrides) {
     launch.env[name] = value;
+  }
+  if (plan_.sandbox) {
+    launch.sandbox = *plan_.sandbox;
+    launch.sandbox->read_only.push_back(outcome_.installation->root);
+    if (run_dir) {
+      launch.sandbox->read_only.push_back(run_dir->path());
+    }
   }
   ph::Options host_options;
   host_options.handshake = plan_.handshake;
@@ -239,6 +276,13 @@ std::optional<Failure> Pipeline::execute() {
                                cat("interrupted after ", sink.pages(), " pages")));
     }
     std::string message = cat("sync of ", source_, " failed: ", result.status().message());
+    if (launch.sandbox && refusedBySandbox(result.status())) {
+      message += cat("; the connector runs in the connector sandbox",
+                     connector_user ? cat(" as ", connector_user->describe()) : std::string(),
+                     ", which refuses files outside the system's paths, its installation and its "
+                     "run's files: give what it must read with --sandbox-read-only, or raise "
+                     "spec.limits");
+    }
     const absl::Status store_error = sink.storeError();
     return fail(run, store_error.ok()
                          ? failure(FailureReason::ConnectorFailed, true, std::move(message))
@@ -260,6 +304,99 @@ std::optional<Failure> Pipeline::execute() {
 }
 
 }  // namespace
+
+absl::StatusOr<SandboxSettings> SandboxSettings::fromEnvironment() {
+  SandboxSettings settings;
+  for (const auto& [flag, variable] : {std::pair{"--sandbox", "TRIBUTARY_SANDBOX"},
+                                       {"--connector-user", "TRIBUTARY_CONNECTOR_USER"},
+                                       {"--sandbox-read-only", "TRIBUTARY_SANDBOX_READ_ONLY"}}) {
+    const char* value = std::getenv(variable);  // NOLINT(concurrency-mt-unsafe): read only
+    if (value != nullptr && *value != '\0') {
+      if (absl::Status s = settings.set(flag, value); !s.ok()) {
+        return absl::InvalidArgumentError(cat(variable, ": ", s.message()));
+      }
+    }
+  }
+  return settings;
+}
+
+absl::Status SandboxSettings::set(std::string_view flag, const std::string& value) {
+  if (flag == "--sandbox") {
+    if (value != "on" && value != "off") {
+      return absl::InvalidArgumentError(cat("--sandbox must be on or off, got `", value, "`"));
+    }
+    enabled = value == "on";
+  } else if (flag == "--connector-user") {
+    keep_root = value == "root" || value == "0";
+    if (keep_root) {
+      user.reset();
+      return absl::OkStatus();
+    }
+    auto parsed = sandbox::User::parse(value);
+    if (!parsed.ok()) {
+      return parsed.status();
+    }
+    user = *parsed;
+  } else if (flag == "--sandbox-read-only") {
+    for (std::string_view part : strings::split(value, ':')) {
+      if (part.empty()) {
+        continue;
+      }
+      if (part.front() != '/') {
+        return absl::InvalidArgumentError(
+            cat("--sandbox-read-only takes absolute paths, got `", part, "`"));
+      }
+      read_only.emplace_back(part);
+    }
+  } else {
+    return absl::InvalidArgumentError(cat("not a sandbox flag: ", flag));
+  }
+  return absl::OkStatus();
+}
+
+std::optional<sandbox::User> SandboxSettings::connectorUser() const {
+  if (!enabled || user || keep_root || ::geteuid() != 0) {
+    return enabled ? user : std::nullopt;
+  }
+  return kDefaultConnectorUser;
+}
+
+std::optional<sandbox::Policy> SandboxSettings::policy(const sandbox::Limits& limits) const {
+  if (!enabled) {
+    return std::nullopt;
+  }
+  sandbox::Policy policy = sandbox::Policy::forConnector();
+  policy.read_only.insert(policy.read_only.end(), read_only.begin(), read_only.end());
+  policy.limits = limits;
+  policy.user = connectorUser();
+  return policy;
+}
+
+std::vector<std::string> SandboxSettings::warnings() const {
+  std::vector<std::string> out;
+  if (!enabled) {
+    out.emplace_back(
+        "the connector sandbox is off (--sandbox=off): connectors can read this "
+        "process's credentials files and signal it");
+    return out;
+  }
+  if (::geteuid() == 0 && keep_root) {
+    out.emplace_back(
+        "connectors run as root (--connector-user root): no process limit applies "
+        "to them and they may read this process's environment; prefer an "
+        "unprivileged --connector-user");
+  }
+  if (const int abi = sandbox::landlockAbi(); abi == 0) {
+    out.emplace_back(
+        "this kernel has no Landlock: connectors are not confined to their own "
+        "files (Linux 5.13+ with lsm=landlock)");
+  } else if (abi < 6) {
+    out.push_back(cat("Landlock ABI ", abi,
+                      ": connectors are not kept from signalling "
+                      "processes of their uid (ABI 6, Linux 6.12)"));
+  }
+  return out;
+}
 
 plugin_host::LaunchSpec launchSpec(const installer::Installation& installation) {
   plugin_host::LaunchSpec spec;

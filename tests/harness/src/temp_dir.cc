@@ -21,6 +21,9 @@ TempDir::TempDir(std::string_view prefix) {
     throw std::runtime_error(strings::cat("cannot create a temporary directory ", templ, ": ",
                                           strings::errnoMessage(errno)));
   }
+  // Traversable, not listable: connectors run by tests as root get another uid (the connector
+  // sandbox) and must get through to their installed copies and trees in here.
+  ::chmod(templ.c_str(), 0711);
   path_ = fs::canonical(templ);
 }
 

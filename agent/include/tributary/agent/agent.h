@@ -15,6 +15,7 @@
 #include "tributary/locks/lock.h"
 #include "tributary/metrics/metrics.h"
 #include "tributary/store/store.h"
+#include "tributary/sync/sync.h"
 
 #include "absl/status/status.h"
 
@@ -51,6 +52,8 @@ struct AgentOptions {
   }();
   /// Connector start (handshake) timeout; unset = the host's default.
   std::optional<std::chrono::milliseconds> start_timeout;
+  /// How connectors are confined; each run adds its Connector's spec.limits.
+  sync::SandboxSettings sandbox;
   std::shared_ptr<store::Store> store;
   std::shared_ptr<installer::Installer> installer;
   std::shared_ptr<locks::SourceLock> lock;

@@ -43,6 +43,7 @@ var syncModes = map[string]bool{
 	"": true, ModeNormal: true, ModeCrashMidSync: true, ModeHangInSync: true, ModeSyncError: true,
 	ModeOversizedPage: true, ModeFloodOutput: true, ModeBadHclog: true, ModeUpsertAfterReturn: true,
 	ModeNeverDial: true, ModeIgnoreUpsertErrors: true, ModeClean: true, ModePanicMidSync: true,
+	ModeHostile: true,
 	// Handled before the handshake, normal afterwards.
 	ModeTextBeforeHandshake: true,
 }
@@ -124,6 +125,9 @@ func (c *Connector) Sync(options string, cb connector.Callback) (string, error) 
 func (c *Connector) SyncContext(ctx context.Context, options string, dial connector.Dialer) (string, error) {
 	if !syncModes[c.Mode] {
 		return "", fmt.Errorf("test connector: unsupported %s %q", ModeEnv, c.Mode)
+	}
+	if c.Mode == ModeHostile {
+		return hostileSync(options, dial)
 	}
 	opts, err := ParseOptions(options)
 	if err != nil {

@@ -7,6 +7,7 @@
 // truth for defaults; tests/crd_defaults_test.cc checks that the ones below equal them.
 
 #include "tributary/installer/spec.h"
+#include "tributary/sandbox/sandbox.h"
 
 #include <nlohmann/json.hpp>
 
@@ -61,7 +62,19 @@ inline constexpr int kMaxDeletePercent = 50;
 inline constexpr int kSuccessfulRunsHistoryLimit = 3;
 inline constexpr int kFailedRunsHistoryLimit = 1;
 inline constexpr std::string_view kTrigger = "Schedule";
+// Connector spec.limits.
+inline constexpr std::int64_t kOpenFiles = 4096;
+inline constexpr std::int64_t kProcesses = 1024;
+inline constexpr std::string_view kAddressSpace = "16Gi";
+inline constexpr std::string_view kFileSize = "8Gi";
 }  // namespace defaults
+
+/// A byte count as the CRDs write it: digits, optionally Ki, Mi, Gi or Ti. Nullopt when it is
+/// not one (or overflows).
+std::optional<std::uint64_t> parseByteQuantity(std::string_view text);
+
+/// spec.limits with the CRD's defaults.
+sandbox::Limits defaultConnectorLimits();
 
 /// An environment variable name: [A-Za-z_][A-Za-z0-9_]*, at most 128 characters.
 bool isEnvName(std::string_view name);
@@ -140,6 +153,8 @@ struct Connector {
   std::vector<SecretEnvVar> secret_env;
   std::vector<EnvFromSecret> env_from;
   std::vector<SecretFiles> files;
+  /// spec.limits, defaults filled in. Not part of the install or its hash.
+  sandbox::Limits limits = defaultConnectorLimits();
 
   /// The one spec hash (installer::specHash): what an agent installs; Connector.status.specHash.
   [[nodiscard]] std::string specHash() const;

@@ -2,6 +2,7 @@
 
 #include "tributary/common/log.h"
 #include "tributary/plugin_host/handshake.h"
+#include "tributary/sandbox/sandbox.h"
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -32,6 +33,10 @@ struct LaunchSpec {
   /// Names of host variables passed through (a trailing `*` matches a prefix). The rest of the
   /// host's environment (credentials, tokens) never reaches the connector.
   std::vector<std::string> inherited_env = defaultInheritedEnv();
+  /// Confines the process (lib/sandbox). The host adds read-write access to its private
+  /// directory (TMPDIR, the go-plugin sockets) and, with a user, hands that directory and the
+  /// callback sockets to that user. Unset: the process runs unconfined.
+  std::optional<sandbox::Policy> sandbox;
 
   static std::vector<std::string> defaultInheritedEnv();
 };

@@ -4,12 +4,14 @@
 // in a private directory that lives as long as the run.
 
 #include "tributary/api/credentials.h"
+#include "tributary/sandbox/sandbox.h"
 
 #include "absl/status/statusor.h"
 
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,7 +24,10 @@ using RunFile = api::CredentialFile;
 /// each file written 0600 (subdirectories 0700). The destructor removes it all.
 class RunDirectory {
  public:
-  static absl::StatusOr<std::unique_ptr<RunDirectory>> create(const std::vector<RunFile>& files);
+  /// With an `owner` (the connector's sandbox user), the directory and its files are that
+  /// user's and live under `$TMPDIR` (else /tmp), which another user can reach.
+  static absl::StatusOr<std::unique_ptr<RunDirectory>> create(
+      const std::vector<RunFile>& files, const std::optional<sandbox::User>& owner = std::nullopt);
   ~RunDirectory();
   RunDirectory(const RunDirectory&) = delete;
   RunDirectory& operator=(const RunDirectory&) = delete;

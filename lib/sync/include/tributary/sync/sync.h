@@ -20,11 +20,13 @@
 #include "tributary/locks/lock.h"
 #include "tributary/plugin_host/handshake.h"
 #include "tributary/plugin_host/plugin_host.h"
+#include "tributary/sandbox/sandbox.h"
 #include "tributary/store/store.h"
 #include "tributary/sync/run_files.h"
 
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <stop_token>
@@ -57,6 +59,10 @@ struct RunPlan {
   std::optional<std::chrono::milliseconds> start_timeout;  ///< Default: the host's.
   /// Lock lease options (TTL, wait); min_fencing_token is set from the store's high-water mark.
   locks::AcquireOptions lock_options;
+  /// The connector process's sandbox (lib/sandbox): system paths, limits, user. The pipeline
+  /// adds the installed version (read-only) and the run's files (read-only, handed to the
+  /// policy's user); the host adds its private directory. Unset: the connector is unconfined.
+  std::optional<sandbox::Policy> sandbox;
 };
 
 /// What the pipeline works with; owned by the caller, thread-safe (several runs may share them).
@@ -122,6 +128,37 @@ plugin_host::LaunchSpec launchSpec(const installer::Installation& installation);
 
 /// The host's handshake settings for a Connector's spec.handshake.
 plugin_host::HandshakeConfig hostHandshake(const api::Handshake& handshake);
+
+/// Who connectors run as when this process is root and nothing else is said: nobody.
+inline constexpr sandbox::User kDefaultConnectorUser{.uid = 65534, .gid = 65534};
+
+/// How the CLI and the agent confine connectors: their --sandbox, --connector-user and
+/// --sandbox-read-only flags (and TRIBUTARY_* variables).
+struct SandboxSettings {
+  bool enabled = true;
+  /// Who connectors run as. Unset: this process's user, except that root runs them as
+  /// kDefaultConnectorUser unless keep_root (`--connector-user root`) says otherwise.
+  std::optional<sandbox::User> user;
+  bool keep_root = false;
+  /// Read-only paths beyond the system's (an interpreter under /opt or a home directory).
+  std::vector<std::filesystem::path> read_only;
+
+  /// The settings TRIBUTARY_SANDBOX (on|off), TRIBUTARY_CONNECTOR_USER and
+  /// TRIBUTARY_SANDBOX_READ_ONLY give; flags read later (set) override them.
+  static absl::StatusOr<SandboxSettings> fromEnvironment();
+  /// Reads one flag or variable value: "--sandbox" on|off, "--connector-user" root or a user for
+  /// sandbox::User::parse, "--sandbox-read-only" a path list separated by ':'. InvalidArgument
+  /// for anything else.
+  absl::Status set(std::string_view flag, const std::string& value);
+  /// Who connectors run as under these settings; unset: this process's user (or no sandbox).
+  [[nodiscard]] std::optional<sandbox::User> connectorUser() const;
+  /// The policy of one run: the system paths, these settings and the Connector's limits; unset
+  /// when the sandbox is off.
+  [[nodiscard]] std::optional<sandbox::Policy> policy(const sandbox::Limits& limits) const;
+  /// Warnings for the start-up log: sandbox off, connectors kept as root, what the kernel
+  /// cannot enforce.
+  [[nodiscard]] std::vector<std::string> warnings() const;
+};
 
 /// Runs the plan to its end. Never throws; every failure is an Outcome with its reason. On any
 /// failure after the store run began, the run is recorded failed and nothing is deleted.

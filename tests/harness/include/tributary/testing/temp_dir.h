@@ -7,8 +7,8 @@
 
 namespace tributary::harness {
 
-/// A fresh directory under $TMPDIR (or /tmp), canonical path. The destructor gives back any
-/// permission a test took away (unreadable directories, read-only trees like Go's module cache)
+/// A fresh directory under $TMPDIR (or /tmp), mode 0711, canonical path. The destructor gives back
+/// any permission a test took away (unreadable directories, read-only trees like Go's module cache)
 /// and removes everything.
 class TempDir {
  public:
