@@ -900,9 +900,10 @@ TEST_F(AgentE2E, HostileConnectorIsRefusedAndContained) {
       << kubectl({"describe", "sr"}).output;
   EXPECT_EQ(liveCount("after"), "20");
 
-  // No secret value in the logs, statuses or events of any of it.
+  // No secret value in the logs, statuses, events or metrics of any of it.
   const std::string produced =
       readFile(agent.log) + readFile(controller_.log) +
+      harness::httpGetLoopback(agent.metrics_port, "/metrics") +
       kubectl({"get", "syncruns,syncjobs,connectors", "-o", "yaml"}).output +
       kubectl({"get", "events", "-o", "yaml"}).output;
   for (const std::string& secret : {db_password, sa_token, vcs_secret, victim_key}) {

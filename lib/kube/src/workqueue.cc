@@ -192,12 +192,16 @@ void WorkQueue::delayLoop(const std::stop_token& stop) {
       waiting_by_key_.erase(key);
       addLocked(lock, key);
     }
+    // Predicates, not bare waits: addLocked above unlocks, and a stop requested (and notified)
+    // meanwhile must not be slept through (the destructor would wait for us forever).
     if (waiting_.empty()) {
-      delay_cv_.wait(lock);
+      delay_cv_.wait(lock, [&] { return stop.stop_requested() || !waiting_.empty(); });
     } else {
       // A copy: the map entry may be erased (shutDown) while we wait.
       const Clock::time_point next = waiting_.begin()->first;
-      delay_cv_.wait_until(lock, next);
+      delay_cv_.wait_until(lock, next, [&] {
+        return stop.stop_requested() || waiting_.empty() || waiting_.begin()->first != next;
+      });
     }
   }
 }

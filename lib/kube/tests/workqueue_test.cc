@@ -103,6 +103,17 @@ TEST(WorkQueue, AddAfterWaitsAndEarliestDelayWins) {
   q.done("slow");
 }
 
+// The delay thread hands an item over with the lock released; a queue destroyed right then
+// must still stop it (it once slept through the stop and the destructor waited forever).
+TEST(WorkQueue, DestroyedRightAfterADelayedItemIsTakenStops) {
+  for (int i = 0; i < 2000; ++i) {
+    WorkQueue q;
+    q.addAfter("k", 1ms);
+    ASSERT_EQ(q.get(2s), "k") << "iteration " << i;
+    q.done("k");
+  }
+}
+
 TEST(WorkQueue, ExponentialBackoffAndForget) {
   ExponentialRateLimiter limiter;  // 5 ms → 1000 s
   EXPECT_EQ(limiter.when("x"), 5ms);
