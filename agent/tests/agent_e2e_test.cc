@@ -13,6 +13,7 @@
 #include "tributary/testing/temp_dir.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <atomic>
@@ -883,11 +884,28 @@ TEST_F(AgentE2E, HostileConnectorIsRefusedAndContained) {
           << tail(agent.log);
     }
   }
-  auto sleepers = [] {  // the attacks' `sleep 300` processes, anywhere
+  // The attacks' processes anywhere on the machine: uid 65534 with the attacks' exact command
+  // lines (other tests running in parallel start sleeps of their own).
+  auto sleepers = [] {
+    const std::string bomb = std::string(
+        "/bin/sleep\0"
+        "300\0",
+        15);
+    const std::string lingering = "trap '' TERM INT; sleep 300";
     int n = 0;
-    for (const auto& entry : fs::directory_iterator("/proc")) {
-      const std::string cmdline = readFile(entry.path() / "cmdline");
-      n += cmdline.find("sleep") != std::string::npos && cmdline.find("300") != std::string::npos;
+    std::error_code ec;
+    for (auto it = fs::directory_iterator("/proc", ec); !ec && it != fs::directory_iterator();
+         it.increment(ec)) {
+      struct stat st {};
+      if (::stat(it->path().c_str(), &st) != 0 || st.st_uid != 65534) {
+        continue;
+      }
+      const std::string cmdline = readFile(it->path() / "cmdline");
+      n += cmdline == bomb || cmdline.find(lingering) != std::string::npos ||
+           cmdline == std::string(
+                          "sleep\0"
+                          "300\0",
+                          10);
     }
     return n;
   };

@@ -208,9 +208,6 @@ absl::StatusOr<Prepared> Prepared::create(const Policy& policy) {
     prepared.warning_ = cat("Landlock is not available (", strings::errnoMessage(err),
                             "): connectors run without filesystem isolation; use a kernel with "
                             "Landlock enabled (5.13+, lsm=landlock)");
-    if (policy.require_landlock) {
-      return absl::FailedPreconditionError(prepared.warning_);
-    }
     return prepared;
   }
   RulesetAttr attr;

@@ -386,15 +386,6 @@ std::vector<std::string> SandboxSettings::warnings() const {
         "to them and they may read this process's environment; prefer an "
         "unprivileged --connector-user");
   }
-  if (const int abi = sandbox::landlockAbi(); abi == 0) {
-    out.emplace_back(
-        "this kernel has no Landlock: connectors are not confined to their own "
-        "files (Linux 5.13+ with lsm=landlock)");
-  } else if (abi < 6) {
-    out.push_back(cat("Landlock ABI ", abi,
-                      ": connectors are not kept from signalling "
-                      "processes of their uid (ABI 6, Linux 6.12)"));
-  }
   return out;
 }
 

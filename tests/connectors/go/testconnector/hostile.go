@@ -158,24 +158,17 @@ func hostileSync(options string, dial connector.Dialer) (string, error) {
 		if _, err := stdout.WriteString(garbage); err != nil {
 			return "", fmt.Errorf("stdout: %w", err)
 		}
-	case "linger":
-		// A child in our process group that holds stdout and stderr and ignores SIGTERM, as does
-		// this process: only SIGKILL of the group ends them.
+	case "linger", "escape":
+		// A child that ignores SIGTERM, as does this process, and holds stdout and stderr: in our
+		// process group (linger), or in a session of its own, out of reach of the group's kill
+		// (escape).
 		signal.Ignore(syscall.SIGTERM, syscall.SIGINT)
 		stdout, stderr := rawFiles()
 		child := exec.Command("/bin/sh", "-c", "trap '' TERM INT; sleep 300")
 		child.Stdout, child.Stderr = stdout, stderr
+		child.SysProcAttr = &syscall.SysProcAttr{Setsid: o.Attack == "escape"}
 		if err := child.Start(); err != nil {
-			return "", fmt.Errorf("linger: %w", err)
-		}
-	case "escape":
-		// The same child in a session of its own: out of reach of the process-group kill.
-		stdout, stderr := rawFiles()
-		child := exec.Command("/bin/sh", "-c", "trap '' TERM INT; sleep 300")
-		child.Stdout, child.Stderr = stdout, stderr
-		child.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-		if err := child.Start(); err != nil {
-			return "", fmt.Errorf("escape: %w", err)
+			return "", fmt.Errorf("%s: %w", o.Attack, err)
 		}
 	default:
 		return "", fmt.Errorf("unknown attack %q", o.Attack)

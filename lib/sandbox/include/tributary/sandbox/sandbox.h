@@ -56,9 +56,6 @@ struct Policy {
   std::vector<std::filesystem::path> read_write;
   Limits limits;
   std::optional<User> user;
-  /// Fail instead of running unconfined when the kernel has no Landlock. Off by default: the
-  /// rest of the sandbox still applies, and Prepared::warning() says what is missing.
-  bool require_landlock = false;
 
   /// The system paths a program needs (/usr, /bin, /lib*, what /etc's resolvers, TLS and user
   /// lookups read, /proc, /sys, /dev/null, /dev/urandom, …), read-only except the null devices.

@@ -155,8 +155,8 @@ struct SandboxSettings {
   /// The policy of one run: the system paths, these settings and the Connector's limits; unset
   /// when the sandbox is off.
   [[nodiscard]] std::optional<sandbox::Policy> policy(const sandbox::Limits& limits) const;
-  /// Warnings for the start-up log: sandbox off, connectors kept as root, what the kernel
-  /// cannot enforce.
+  /// Warnings for the start-up log: sandbox off, connectors kept as root. (What the kernel
+  /// cannot enforce, the plugin host logs once, from the ruleset it built.)
   [[nodiscard]] std::vector<std::string> warnings() const;
 };
 
