@@ -632,6 +632,7 @@ struct Agent::Impl {
         return text.status();
       }
       plan.options = *std::move(text);
+      plan.options_are_secret = true;
     } else {
       plan.options = job.options_json.value_or("{}");
     }

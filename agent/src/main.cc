@@ -14,7 +14,9 @@
 #include "tributary/sandbox/sandbox.h"
 #include "tributary/store/store.h"
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -44,8 +46,11 @@ Every flag can also be set by the environment variable named in brackets.
   --database-url URL           PostgreSQL (libpq URI or key=value) [TRIBUTARY_DATABASE_URL]
   --database-password-file F   password for it, read from a file (a mounted Secret)
                                [TRIBUTARY_DATABASE_PASSWORD_FILE; or TRIBUTARY_DATABASE_PASSWORD]
+  --database-ca-file F         verify the server's TLS certificate with this CA (sslmode
+                               verify-full unless the URL says otherwise) [TRIBUTARY_DATABASE_CA_FILE]
   --redis-address HOST:PORT    Redis of the source locks (default 127.0.0.1:6379)
                                [TRIBUTARY_REDIS_ADDRESS]
+  --redis-username USER        Redis 6 ACL user (default: the default user) [TRIBUTARY_REDIS_USERNAME]
   --redis-password-file F      [TRIBUTARY_REDIS_PASSWORD_FILE; or TRIBUTARY_REDIS_PASSWORD]
   --cache-dir DIR              connector cache (default /var/cache/tributary) [TRIBUTARY_CACHE_DIR]
   --local-root DIR             allowed root of Local connector sources, repeatable (default: any)
@@ -133,6 +138,8 @@ int main(int argc, char** argv) {
   options.capacity = std::atoi(env("TRIBUTARY_AGENT_CAPACITY", "4").c_str());
   std::string database_url = env("TRIBUTARY_DATABASE_URL");
   std::string database_password_file = env("TRIBUTARY_DATABASE_PASSWORD_FILE");
+  std::string database_ca_file = env("TRIBUTARY_DATABASE_CA_FILE");
+  std::string redis_username = env("TRIBUTARY_REDIS_USERNAME");
   std::string redis_address = env("TRIBUTARY_REDIS_ADDRESS", "127.0.0.1:6379");
   std::string redis_password_file = env("TRIBUTARY_REDIS_PASSWORD_FILE");
   std::string cache_dir = env("TRIBUTARY_CACHE_DIR", "/var/cache/tributary");
@@ -213,6 +220,10 @@ int main(int argc, char** argv) {
       database_url = next();
     } else if (arg == "--database-password-file") {
       database_password_file = next();
+    } else if (arg == "--database-ca-file") {
+      database_ca_file = next();
+    } else if (arg == "--redis-username") {
+      redis_username = next();
     } else if (arg == "--redis-address") {
       redis_address = next();
     } else if (arg == "--redis-password-file") {
@@ -330,6 +341,15 @@ int main(int argc, char** argv) {
     ::setenv("PGPASSWORD", db_password->c_str(), 1);
   }
   ::unsetenv("TRIBUTARY_DATABASE_PASSWORD");
+  // libpq's own variables: the URL's sslmode/sslrootcert still win.
+  if (!database_ca_file.empty()) {
+    if (::access(database_ca_file.c_str(), R_OK) != 0) {
+      return fatal("cannot read --database-ca-file",
+                   absl::NotFoundError(cat(database_ca_file, ": ", std::strerror(errno))));
+    }
+    ::setenv("PGSSLROOTCERT", database_ca_file.c_str(), 1);
+    ::setenv("PGSSLMODE", "verify-full", 0);
+  }
   auto redis_password = secretValue(redis_password_file, "TRIBUTARY_REDIS_PASSWORD");
   if (!redis_password.ok()) {
     return fatal("cannot read the Redis password", redis_password.status());
@@ -380,6 +400,7 @@ int main(int argc, char** argv) {
   redis.host = colon == std::string::npos ? redis_address : redis_address.substr(0, colon);
   redis.port = colon == std::string::npos ? 6379 : std::atoi(redis_address.c_str() + colon + 1);
   redis.password = *redis_password;
+  redis.username = redis_username;
   options.lock = std::shared_ptr<locks::SourceLock>(locks::makeRedisLock(redis));
 
   auto created = agent::Agent::create(options);

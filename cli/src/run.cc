@@ -169,6 +169,7 @@ absl::StatusOr<SyncPlan> planFromManifests(const ParsedArgs& args, const std::st
     return options.status();
   }
   plan.options = *std::move(options);
+  plan.options_are_secret = job->options_from.has_value();
   if (job->schedule) {
     plan.notes.push_back(cat("spec.schedule `", *job->schedule,
                              "` is for the controller; `tributary run` runs the SyncJob once now"));
@@ -234,6 +235,7 @@ absl::StatusOr<SyncPlan> planFromConnectorJson(const ParsedArgs& args, const std
       return text.status();
     }
     plan.options = *text;
+    plan.options_are_secret = true;  // The way to keep credentials off the command line.
   } else {
     plan.options = args.get("--options").value_or("{}");
   }

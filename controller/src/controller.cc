@@ -550,7 +550,7 @@ void Controller::enqueueRunsForAgents() {
   const auto now = options_.clock();
   std::set<std::string> live;
   for (const auto& l : leases_->store().list()) {
-    if (const api::AgentLease a = api::parseAgentLease(*l, now); a.live) {
+    if (const api::AgentLease a = api::parseAgentLease(*l, now); !agentGone(a, now)) {
       live.insert(a.name);
     }
   }
@@ -572,6 +572,31 @@ void Controller::enqueueRunsForAgents() {
   for (const auto& k : keys) {
     q->runs->add(k);
   }
+}
+
+// Whether an agent's runs must be taken from it: its Lease was released, or it expired by its
+// renewTime and this controller has watched it for one lease duration of its own clock without
+// seeing a renewal. The second half matters after an API server outage: no agent could renew,
+// so every Lease looks expired when the controller sees them again, yet the agents are alive and
+// renew within moments. While the Lease watch fails, the controller is blind and judges nobody.
+bool Controller::agentGone(const api::AgentLease& agent, TimePoint now) {
+  const kube::InformerStats watch = leases_->stats();
+  const std::lock_guard lock(sightings_mu_);
+  if (const std::uint64_t trouble = watch.watch_errors + watch.lists;
+      trouble != lease_watch_trouble_) {
+    lease_watch_trouble_ = trouble;
+    for (auto& [name, sighting] : lease_sightings_) {
+      sighting.seen = now;
+    }
+  }
+  LeaseSighting& sighting = lease_sightings_[agent.name];
+  if (sighting.renew_time != agent.renew_time || sighting.seen == TimePoint{}) {
+    sighting = {agent.renew_time, now};
+  }
+  if (agent.live) {
+    return false;
+  }
+  return agent.released || now - sighting.seen >= agent.duration;
 }
 
 std::chrono::milliseconds Controller::retryDelay(int failures) const {
@@ -1304,7 +1329,7 @@ Controller::Result Controller::reconcileSyncRun(const std::string& key) {
     return retryOrFail("AgentLost", strings::cat("agent ", agent_name, " has no Lease"));
   }
   const api::AgentLease agent = api::parseAgentLease(*lease, now);
-  if (!agent.live) {
+  if (agentGone(agent, now)) {
     return retryOrFail("AgentLost", strings::cat("agent ", agent_name, " lost its Lease"));
   }
   // Lease expiry is checked per agent (enqueueRunsForAgents, every run_poll), not per run.

@@ -865,14 +865,17 @@ AgentLease parseAgentLease(const Json& lease, std::chrono::system_clock::time_po
                                                        : std::string();
   };
   a.name = text(Json::json_pointer("/metadata/name"));
-  const auto renew = rfc3339::parseTime(text(Json::json_pointer("/spec/renewTime")));
+  a.renew_time = text(Json::json_pointer("/spec/renewTime"));
+  a.released = text(Json::json_pointer("/spec/holderIdentity")).empty();
+  const auto renew = rfc3339::parseTime(a.renew_time);
   const Json::json_pointer duration_at("/spec/leaseDurationSeconds");
   const std::int64_t duration =
       lease.contains(duration_at) && lease[duration_at].is_number_integer()
           ? lease[duration_at].get<std::int64_t>()
           : 0;
-  if (renew && !text(Json::json_pointer("/spec/holderIdentity")).empty()) {
-    a.expires = *renew + std::chrono::seconds(duration);
+  a.duration = std::chrono::seconds(duration);
+  if (renew && !a.released) {
+    a.expires = *renew + a.duration;
     a.live = a.expires > now;
   }
   const Json::json_pointer annotations_at("/metadata/annotations");

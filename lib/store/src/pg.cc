@@ -98,6 +98,31 @@ const std::string& BinaryArrayBuilder::finish() {
   return out_;
 }
 
+namespace {
+
+// Connection errors that waiting does not cure: what the user must change, or "" (a server that
+// is down, starting or restarting is retried).
+std::string_view configurationHint(std::string_view libpq_message) {
+  const auto has = [&](std::string_view needle) {
+    return libpq_message.find(needle) != std::string_view::npos;
+  };
+  if (has("certificate") || has("SSL error") || has("server does not support SSL")) {
+    return "the server's TLS certificate was not accepted: give the CA that signed it "
+           "(sslrootcert, the agent's --database-ca-file) and a host name the certificate "
+           "names, or change sslmode";
+  }
+  if (has("password authentication failed") || has("no password supplied") ||
+      has("SCRAM authentication")) {
+    return "check the user and the password (the agent's --database-password-file)";
+  }
+  if (has("no pg_hba.conf entry")) {
+    return "the server refuses this client, user or database in pg_hba.conf (TLS required?)";
+  }
+  return {};
+}
+
+}  // namespace
+
 PgConnection::~PgConnection() {
   if (conn_ != nullptr) {
     PQfinish(conn_);
@@ -122,6 +147,10 @@ absl::StatusOr<std::unique_ptr<PgConnection>> PgConnection::connect(
   if (PQstatus(conn) != CONNECTION_OK) {
     std::string message = trimMessage(PQerrorMessage(conn));
     PQfinish(conn);
+    if (const std::string_view hint = configurationHint(message); !hint.empty()) {
+      return absl::FailedPreconditionError(
+          strings::cat("cannot connect to PostgreSQL: ", message, "; ", hint));
+    }
     return absl::UnavailableError(strings::cat("cannot connect to PostgreSQL: ", message));
   }
   // Server NOTICEs ("relation already exists, skipping") are expected; keep them off stderr.

@@ -41,6 +41,8 @@ absl::StatusOr<PgConnection*> Session::connection(Clock::time_point deadline,
       if (!setup.error().retryableConnection()) {
         return toStatus(setup.error(), strings::cat(what, ": session setup"));
       }
+    } else if (absl::IsFailedPrecondition(conn.status())) {
+      return absl::FailedPreconditionError(strings::cat(what, ": ", conn.status().message()));
     } else {
       last_error = std::string(conn.status().message());
     }

@@ -1,5 +1,6 @@
 #include "tributary/sync/sync.h"
 
+#include "tributary/common/redact.h"
 #include "tributary/common/strings.h"
 
 #include <atomic>
@@ -101,7 +102,9 @@ class Pipeline {
  public:
   Pipeline(const RunPlan& plan, Services& services, std::stop_token stop, Observer& observer)
       : plan_(plan),
-        services_(services),
+        secrets_(secretsOf(plan)),
+        services_{services.store, services.installer, services.lock,
+                  services.logger.redacting(secrets_)},
         stop_(std::move(stop)),
         observer_(observer),
         source_(cat(plan.ns, "/", plan.name)) {}
@@ -110,6 +113,7 @@ class Pipeline {
     run_failure_ = execute();
     if (run_failure_) {
       outcome_.failure = std::move(run_failure_);
+      outcome_.failure->message = secrets_->apply(outcome_.failure->message);
     }
     return std::move(outcome_);
   }
@@ -118,6 +122,7 @@ class Pipeline {
   std::optional<Failure> execute();
   // Records the begun run as failed (nothing deleted) and returns the failure.
   std::optional<Failure> fail(store::Run& run, Failure f) {
+    f.message = secrets_->apply(f.message);
     auto finished = run.finish(store::FinishRequest::failed(f.message));
     if (!finished.ok()) {
       services_.logger.warn("could not record the failed run",
@@ -126,8 +131,24 @@ class Pipeline {
     return f;
   }
 
+  // Everything the run was handed from Secrets.
+  static std::shared_ptr<const log::Redactor> secretsOf(const RunPlan& plan) {
+    auto secrets = std::make_shared<log::Redactor>();
+    if (plan.options_are_secret) {
+      secrets->add(plan.options);
+    }
+    for (const auto& [name, value] : plan.secret_env) {
+      secrets->add(value);
+    }
+    for (const RunFile& file : plan.files) {
+      secrets->add(file.content);
+    }
+    return secrets;
+  }
+
   const RunPlan& plan_;
-  Services& services_;
+  const std::shared_ptr<const log::Redactor> secrets_;
+  Services services_;  // The caller's, with a logger that redacts secrets_.
   std::stop_token stop_;
   Observer& observer_;
   const std::string source_;
@@ -289,10 +310,19 @@ std::optional<Failure> Pipeline::execute() {
                          : storeFailure(store_error, std::move(message)));
   }
   outcome_.sync = *result;
+  // EndSync metadata lands in the run's record and status: a connector may echo its options.
+  if (std::string redacted = secrets_->apply(result->metadata); redacted != result->metadata) {
+    auto metadata = nlohmann::json::parse(result->metadata, nullptr, false);
+    if (!metadata.is_discarded()) {  // Keep it JSON: redact its strings.
+      secrets_->apply(metadata);
+      redacted = metadata.dump();
+    }
+    outcome_.sync->metadata = std::move(redacted);
+  }
 
   // 5. Success: the deletion policy (and guard), the run's record.
   observer_.onStage(Stage::Finishing, cat("finishing the run of ", source_));
-  auto summary = run.finish(store::FinishRequest::succeeded(result->metadata));
+  auto summary = run.finish(store::FinishRequest::succeeded(outcome_.sync->metadata));
   if (!summary.ok()) {
     return storeFailure(summary.status(),
                         cat("the sync of ", source_,

@@ -195,9 +195,7 @@ absl::StatusOr<Binaries> findBinaries(const std::string& source_dir, const std::
 }  // namespace
 
 KubeApiServer::KubeApiServer(KubeOptions options)
-    : options_(std::move(options)),
-      source_dir_(envOr("TRIBUTARY_SOURCE_DIR", TRIBUTARY_SOURCE_DIR)),
-      owner_pid_(::getpid()) {}
+    : options_(std::move(options)), source_dir_(internal::sourceDir()), owner_pid_(::getpid()) {}
 
 KubeApiServer::~KubeApiServer() {
   if (::getpid() != owner_pid_ || dir_.empty()) {

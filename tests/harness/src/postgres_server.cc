@@ -160,13 +160,26 @@ PostgresServer::~PostgresServer() {
 
 std::string PostgresServer::dataDir() const { return dir_.empty() ? dir_ : dir_ + "/data"; }
 
+TlsFiles PostgresServer::tlsFiles() const {
+  if (!options_.tls || dir_.empty()) {
+    return {};
+  }
+  const std::string tls = dir_ + "/tls/";
+  return {tls + "ca.crt", tls + "other-ca.crt", tls + "server.crt", tls + "server.key"};
+}
+
 std::string PostgresServer::dsn(std::string_view dbname) const {
-  return absl::StrCat("host=127.0.0.1 port=", port_,
-                      " user=postgres dbname=", conninfoValue(dbname));
+  return absl::StrCat(
+      "host=127.0.0.1 port=", port_, " user=postgres dbname=", conninfoValue(dbname),
+      options_.tls ? absl::StrCat(" sslmode=verify-full sslrootcert=", conninfoValue(tlsFiles().ca))
+                   : std::string());
 }
 
 std::string PostgresServer::uri(std::string_view dbname) const {
-  return absl::StrCat("postgresql://postgres@127.0.0.1:", port_, "/", std::string(dbname));
+  return absl::StrCat("postgresql://postgres@127.0.0.1:", port_, "/", std::string(dbname),
+                      options_.tls
+                          ? absl::StrCat("?sslmode=verify-full&sslrootcert=", tlsFiles().ca)
+                          : std::string());
 }
 
 std::string PostgresServer::socketDsn(std::string_view dbname) const {
@@ -197,6 +210,66 @@ absl::Status PostgresServer::initDataDir() {
         absl::StrCat("initdb failed: ", status.message(), "\n--- log tail ---\n", logTail()));
   }
   initialized_ = true;
+  return configureAccess();
+}
+
+// pg_hba.conf and the certificates for options.tls and options.password.
+absl::Status PostgresServer::configureAccess() {
+  if (!options_.tls && options_.password.empty()) {
+    return absl::OkStatus();
+  }
+  if (options_.tls) {
+    absl::Status user_error;
+    internal::SpawnOptions pki;
+    pki.argv = {"/bin/bash", internal::sourceDir() + "/scripts/test-tls-pki.sh", dir_ + "/tls"};
+    pki.env = internal::serverEnvironment();
+    pki.workdir = dir_;
+    pki.log_path = dir_ + "/pki.log";
+    pki.run_as = serverUser(&user_error);  // the key must belong to the server's user
+    TRIBUTARY_RETURN_IF_ERROR(user_error);
+    if (absl::Status status = internal::runToCompletion(pki, std::chrono::minutes(1));
+        !status.ok()) {
+      return absl::InternalError(absl::StrCat("scripts/test-tls-pki.sh failed: ", status.message(),
+                                              "\n", internal::fileTail(dir_ + "/pki.log", 2048)));
+    }
+  }
+  const std::string method = options_.password.empty() ? "trust" : "scram-sha-256";
+  std::ofstream hba(dataDir() + "/pg_hba.conf", std::ios::trunc);  // keeps its owner
+  hba << "local all all trust\n"
+      << (options_.tls ? "hostssl" : "host") << " all all 127.0.0.1/32 " << method << "\n";
+  if (options_.tls) {
+    hba << "hostnossl all all 127.0.0.1/32 reject\n";
+  }
+  hba.close();
+  return hba ? absl::OkStatus()
+             : absl::InternalError(absl::StrCat("cannot write ", dataDir(), "/pg_hba.conf"));
+}
+
+// Over the unix socket (trust), once: the password lives in the data directory from then on.
+absl::Status PostgresServer::setPassword() {
+  if (options_.password.empty() || password_set_) {
+    return absl::OkStatus();
+  }
+  PGconn* conn = PQconnectdb(socketDsn().c_str());
+  std::string error;
+  if (PQstatus(conn) == CONNECTION_OK) {
+    PGresult* set = PQexec(conn, "SET password_encryption = 'scram-sha-256'");
+    PQclear(set);
+    char* literal = PQescapeLiteral(conn, options_.password.data(), options_.password.size());
+    PGresult* result = PQexec(conn, absl::StrCat("ALTER USER postgres PASSWORD ", literal).c_str());
+    PQfreemem(literal);
+    if (PQresultStatus(result) != PGRES_COMMAND_OK) {
+      error = PQresultErrorMessage(result);
+    }
+    PQclear(result);
+  } else {
+    error = PQerrorMessage(conn);
+  }
+  PQfinish(conn);
+  if (!error.empty()) {
+    return absl::InternalError(absl::StrCat("cannot set the postgres password: ", error));
+  }
+  password_set_ = true;
   return absl::OkStatus();
 }
 
@@ -239,7 +312,10 @@ absl::Status PostgresServer::start() {
       std::this_thread::sleep_for(std::chrono::milliseconds(200 * attempt));
     }
     last = launch();
-    if (last.ok() || last.code() != absl::StatusCode::kUnavailable) {
+    if (last.ok()) {
+      return setPassword();
+    }
+    if (last.code() != absl::StatusCode::kUnavailable) {
       return last;
     }
   }
@@ -263,6 +339,14 @@ absl::Status PostgresServer::launch() {
                   // kill(), the temp dir removal takes them along.
                   "-c", "dynamic_shared_memory_type=mmap", "-c", "logging_collector=off", "-c",
                   "log_destination=stderr", "-c", "log_timezone=UTC", "-c", "timezone=UTC"};
+  if (options_.tls) {
+    const TlsFiles tls = tlsFiles();
+    for (const std::string& setting :
+         {std::string("ssl=on"), "ssl_cert_file=" + tls.cert, "ssl_key_file=" + tls.key}) {
+      options.argv.emplace_back("-c");
+      options.argv.push_back(setting);
+    }
+  }
   for (const std::string& setting : options_.settings) {
     options.argv.emplace_back("-c");
     options.argv.push_back(setting);
@@ -402,7 +486,7 @@ absl::StatusOr<std::string> PostgresServer::createDatabase(std::string_view name
   if (!running()) {
     return absl::FailedPreconditionError("postgres is not running");
   }
-  PGconn* conn = PQconnectdb(dsn().c_str());
+  PGconn* conn = PQconnectdb(socketDsn().c_str());  // trust, whatever TCP requires
   auto close = [conn]() { PQfinish(conn); };
   if (PQstatus(conn) != CONNECTION_OK) {
     std::string error = PQerrorMessage(conn);

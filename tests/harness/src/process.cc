@@ -405,6 +405,11 @@ void removeTree(const std::string& path) {
   std::filesystem::remove_all(path, ec);
 }
 
+std::string sourceDir() {
+  const char* dir = std::getenv("TRIBUTARY_SOURCE_DIR");  // NOLINT(concurrency-mt-unsafe)
+  return dir != nullptr && *dir != '\0' ? std::string(dir) : std::string(TRIBUTARY_SOURCE_DIR);
+}
+
 std::string fileTail(const std::string& path, std::size_t max_bytes) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {

@@ -88,6 +88,10 @@ void removeTree(const std::string& path);
 /** The last `max_bytes` of a file ("" if unreadable), starting at a line boundary if possible. */
 std::string fileTail(const std::string& path, std::size_t max_bytes);
 
+/** The source tree (scripts/, crds/): $TRIBUTARY_SOURCE_DIR, else the one the harness was
+ *  built from. */
+std::string sourceDir();
+
 /** Whether `path` is an executable file. */
 bool isExecutable(const std::string& path);
 

@@ -37,7 +37,7 @@ absl::StatusOr<std::string> findRedisServer() {
   return absl::NotFoundError("redis-server not found; run scripts/bootstrap.sh");
 }
 
-// True if a PING on 127.0.0.1:port answers PONG.
+// True if a PING on 127.0.0.1:port answers PONG (or asks for AUTH).
 bool pingOk(int port) {
   const timeval timeout{1, 0};
   redisContext* ctx = redisConnectWithTimeout("127.0.0.1", port, timeout);
@@ -48,8 +48,11 @@ bool pingOk(int port) {
   if (ctx->err == 0) {
     redisSetTimeout(ctx, timeout);
     auto* reply = static_cast<redisReply*>(redisCommand(ctx, "PING"));
-    ok = reply != nullptr && reply->type == REDIS_REPLY_STATUS &&
-         std::string_view(reply->str, reply->len) == "PONG";
+    // NOAUTH: a server whose default user is off (an ACL test) is up as well.
+    ok = reply != nullptr && ((reply->type == REDIS_REPLY_STATUS &&
+                               std::string_view(reply->str, reply->len) == "PONG") ||
+                              (reply->type == REDIS_REPLY_ERROR &&
+                               std::string_view(reply->str, reply->len).starts_with("NOAUTH")));
     if (reply != nullptr) {
       freeReplyObject(reply);
     }

@@ -24,6 +24,7 @@
 #include "tributary/metrics/metrics.h"
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -99,6 +100,7 @@ class Controller {
   void onRun(const kube::Json* old_object, const kube::Json* object);
   void enqueueJobsOfConnector(const kube::Json& connector);
   void enqueueRunsForAgents();
+  bool agentGone(const api::AgentLease& agent, TimePoint now);
   std::chrono::milliseconds retryDelay(int failures) const;
   std::optional<std::string> pickAgent(const kube::Json& run, const kube::Json* job);
   absl::Status writeRunStatus(const kube::Json& run, const kube::Json& status);
@@ -131,6 +133,16 @@ class Controller {
   std::set<std::string> pending_runs_;
   bool informers_started_ = false;
   std::shared_ptr<Queues> queues_;
+
+  // When this controller first saw each agent Lease's current renewTime, restarted whenever
+  // the Lease watch failed or relisted (agentGone).
+  struct LeaseSighting {
+    std::string renew_time;
+    TimePoint seen;
+  };
+  std::mutex sightings_mu_;
+  std::map<std::string, LeaseSighting> lease_sightings_;  // guarded by sightings_mu_
+  std::uint64_t lease_watch_trouble_ = 0;                 // guarded by sightings_mu_
 };
 
 }  // namespace tributary::controller

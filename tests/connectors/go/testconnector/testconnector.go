@@ -5,6 +5,7 @@ package testconnector
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -37,13 +38,14 @@ const (
 	ModeIgnoreUpsertErrors  = "ignore_upsert_errors"
 	ModeClean               = "clean"
 	ModePanicMidSync        = "panic_mid_sync"
+	ModeLeakSecrets         = "leak_secrets"
 )
 
 var syncModes = map[string]bool{
 	"": true, ModeNormal: true, ModeCrashMidSync: true, ModeHangInSync: true, ModeSyncError: true,
 	ModeOversizedPage: true, ModeFloodOutput: true, ModeBadHclog: true, ModeUpsertAfterReturn: true,
 	ModeNeverDial: true, ModeIgnoreUpsertErrors: true, ModeClean: true, ModePanicMidSync: true,
-	ModeHostile: true,
+	ModeHostile: true, ModeLeakSecrets: true,
 	// Handled before the handshake, normal afterwards.
 	ModeTextBeforeHandshake: true,
 }
@@ -146,6 +148,8 @@ func (c *Connector) SyncContext(ctx context.Context, options string, dial connec
 	}
 
 	switch c.Mode {
+	case ModeLeakSecrets:
+		leakSecrets(options)
 	case ModeFloodOutput:
 		if err := floodOutput(); err != nil {
 			return "", err
@@ -177,6 +181,8 @@ func (c *Connector) SyncContext(ctx context.Context, options string, dial connec
 				c.block()
 			case ModePanicMidSync:
 				panicMidSync(pages)
+			case ModeLeakSecrets:
+				panic("cannot authenticate with token " + optionsToken(options))
 			}
 		}
 		return nil
@@ -333,4 +339,22 @@ func panicMidSync(pages int) {
 	fmt.Fprintf(stderr, `{"@level":"warn","@message":"about to panic","@module":"testconnector","@timestamp":%q,"pages":%d}`+"\n", now, pages)
 	fmt.Fprintf(stderr, `{"@level":"info","@message":"still here","@module":"testconnector","@timestamp":%q}`+"\n", now)
 	panic(PanicMessage)
+}
+
+// optionsToken is the options' "token" string ("" if none).
+func optionsToken(options string) string {
+	var withToken struct {
+		Token string `json:"token"`
+	}
+	_ = json.Unmarshal([]byte(options), &withToken)
+	return withToken.Token
+}
+
+// leakSecrets prints the options' token and $LEAK_VALUE on the stderr fd as an hclog line (mode
+// leak_secrets).
+func leakSecrets(options string) {
+	_, stderr := rawFiles()
+	now := time.Now().UTC().Format("2006-01-02T15:04:05.000000Z07:00")
+	fmt.Fprintf(stderr, `{"@level":"info","@message":"connecting with token %s","@module":"testconnector","@timestamp":%q,"password":%q}`+"\n",
+		optionsToken(options), now, os.Getenv("LEAK_VALUE"))
 }

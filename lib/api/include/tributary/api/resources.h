@@ -43,6 +43,9 @@ inline constexpr int kDefaultAgentCapacity = 4;
 struct AgentLease {
   std::string name;
   bool live = false;
+  bool released = false;             ///< holderIdentity cleared: the agent stopped on purpose
+  std::string renew_time;            ///< spec.renewTime as written (changes with every renewal)
+  std::chrono::seconds duration{0};  ///< spec.leaseDurationSeconds
   std::chrono::system_clock::time_point expires;  ///< renewTime + leaseDurationSeconds
   int capacity = kDefaultAgentCapacity;           ///< kCapacityAnnotation; 0 while draining
 };

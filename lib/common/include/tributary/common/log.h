@@ -10,6 +10,8 @@
 
 namespace tributary::log {
 
+class Redactor;  // redact.h
+
 enum class Level { Trace = 0, Debug = 1, Info = 2, Warn = 3, Error = 4 };
 
 std::string_view levelName(Level level);
@@ -48,6 +50,10 @@ class Logger {
 
   /// The same logger (fields, sink) under another component name.
   [[nodiscard]] Logger named(std::string component) const;
+
+  /// The same logger, with `secrets` replaced in every record's message and fields
+  /// (redact.h). Null or empty: this logger.
+  [[nodiscard]] Logger redacting(std::shared_ptr<const Redactor> secrets) const;
 
   void log(Level level, std::string_view message, nlohmann::json fields = {}) const;
   void debug(std::string_view message, nlohmann::json fields = {}) const {

@@ -43,6 +43,9 @@ struct RunPlan {
   installer::ConnectorSpec connector;
   plugin_host::HandshakeConfig handshake;
   std::string options;  ///< May hold credentials: never printed or logged.
+  /// The options came from a Secret: like secret_env and files, they are redacted from every
+  /// log record and message of the run (a connector that prints them, its crash dump).
+  bool options_are_secret = false;
   /// The connector process's environment beyond connector.env (which install commands see and
   /// the install hash covers), lowest precedence first, applied in this order: credentials
   /// (secret_env), the files' variables, then overrides. Never logged, never part of the install.
@@ -110,7 +113,8 @@ struct Failure {
   /// False where the input itself is wrong (data PostgreSQL cannot hold, a spec that cannot
   /// install).
   bool retriable = true;
-  std::string message;  ///< What happened, which object, what to do; never holds secrets.
+  /// What happened, which object, what to do; the run's secrets are redacted from it.
+  std::string message;
 };
 
 struct Outcome {

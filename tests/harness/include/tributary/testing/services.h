@@ -24,10 +24,24 @@
 
 namespace tributary::harness {
 
+/// The certificates of a server started with `tls` (scripts/test-tls-pki.sh).
+struct TlsFiles {
+  std::string ca;        ///< The CA that signed the server's certificate.
+  std::string other_ca;  ///< A CA that signed nothing here (a wrong CA).
+  std::string cert;      ///< Server certificate: 127.0.0.1 and localhost only.
+  std::string key;
+};
+
 struct PostgresOptions {
   /// Extra `name=value` server settings passed as `-c name=value` (e.g. "log_statement=all").
   std::vector<std::string> settings;
   int max_connections = 100;
+  /// TCP connections only over TLS (hostssl; a generated CA, tlsFiles()); dsn() verifies the
+  /// server (sslmode=verify-full). The unix socket stays plain.
+  bool tls = false;
+  /// TCP connections authenticate user postgres with this password (scram-sha-256); the unix
+  /// socket stays trust. dsn() does not hold it: give it as PGPASSWORD or password=.
+  std::string password;
   /// How long start() waits for the server to accept connections.
   std::chrono::milliseconds start_timeout{60000};
   /// How long stop() waits for a fast shutdown before SIGKILL.
@@ -78,6 +92,8 @@ class PostgresServer {
   /** Directory holding the unix socket (`.s.PGSQL.<port>`). */
   [[nodiscard]] const std::string& socketDir() const { return dir_; }
   [[nodiscard]] std::string dataDir() const;
+  /** The certificates (options.tls; empty paths otherwise), valid after the first start(). */
+  [[nodiscard]] TlsFiles tlsFiles() const;
   /** Postmaster pid, 0 when not running. */
   [[nodiscard]] pid_t pid() const { return pid_; }
   /** The last `max_bytes` of the server log (initdb output included). */
@@ -89,6 +105,8 @@ class PostgresServer {
 
  private:
   absl::Status initDataDir();
+  absl::Status configureAccess();
+  absl::Status setPassword();
   absl::Status launch();
   void cleanupAfterDeath();
 
@@ -98,6 +116,7 @@ class PostgresServer {
   int port_ = 0;
   pid_t pid_ = 0;
   bool initialized_ = false;
+  bool password_set_ = false;
   pid_t owner_pid_;  // the process that created us; a fork()ed child never cleans up
 };
 
