@@ -381,6 +381,10 @@ struct Agent::Impl {
   }
 
   void cancel(ActiveRun& run, Verdict verdict, bool report) {
+    log.info("cancelling run", {{"run", run.key},
+                                {"reason", verdict.reason},
+                                {"why", verdict.message},
+                                {"report", report}});
     {
       const std::lock_guard lock(run.mu);
       if (!run.cancel) {
@@ -388,7 +392,6 @@ struct Agent::Impl {
         run.report = report;
       }
     }
-    log.info("cancelling run", {{"run", run.key}, {"report", report}});
     run.stop.request_stop();
   }
 
@@ -466,6 +469,32 @@ struct Agent::Impl {
     });
   }
 
+  // A run's last word (its success or a failed attempt): retried with backoff while the API
+  // server is unreachable or refuses for a while, or the run would stay Running on a live agent
+  // because one request met an outage. Gives up when the agent stops or after ten minutes.
+  absl::Status writeFinalStatus(const api::SyncRun& run, const std::function<void(Json&)>& change) {
+    kube::Backoff backoff(std::chrono::milliseconds(500), std::chrono::seconds(10));
+    const auto give_up = SteadyClock::now() + std::chrono::minutes(10);
+    while (true) {
+      const absl::Status st = writeStatus(run, change);
+      const bool transient = absl::IsUnavailable(st) || absl::IsDeadlineExceeded(st) ||
+                             absl::IsResourceExhausted(st) || absl::IsInternal(st) ||
+                             absl::IsUnknown(st) || absl::IsAborted(st);
+      if (st.ok() || !transient || SteadyClock::now() >= give_up) {
+        return st;
+      }
+      const auto delay = backoff.next();
+      log.warn("cannot write the run's final status; retrying",
+               {{"run", kube::makeKey(run.ns, run.name)},
+                {"error", st.message()},
+                {"retry_in_ms", delay.count()}});
+      std::unique_lock lock(mu);
+      if (idle_cv.wait_for(lock, delay, [this] { return stopped; })) {
+        return st;
+      }
+    }
+  }
+
   // A failed attempt the controller retries (condition Failed=True, phase left).
   void reportAttempt(const api::SyncRun& run, const Verdict& verdict) {
     log.warn("run attempt failed", {{"run", kube::makeKey(run.ns, run.name)},
@@ -473,7 +502,7 @@ struct Agent::Impl {
                                     {"reason", verdict.reason},
                                     {"retriable", verdict.retriable},
                                     {"message", verdict.message}});
-    const absl::Status st = writeStatus(run, [&](Json& status) {
+    const absl::Status st = writeFinalStatus(run, [&](Json& status) {
       if (!verdict.retriable) {
         status["phase"] = "Failed";
         status["completionTime"] = kube::formatTime(SystemClock::now());
@@ -734,7 +763,7 @@ struct Agent::Impl {
       objects_total.with({"updated"}).inc(static_cast<double>(c.updated));
       objects_total.with({"unchanged"}).inc(static_cast<double>(c.unchanged));
       objects_total.with({"deleted"}).inc(static_cast<double>(c.marked + c.deleted));
-      const absl::Status st = writeStatus(run, [&](Json& status) {
+      const absl::Status st = writeFinalStatus(run, [&](Json& status) {
         status["phase"] = "Succeeded";
         status["fencingToken"] = fencing_token;
         status["completionTime"] = kube::formatTime(SystemClock::now());
@@ -870,6 +899,7 @@ void Agent::stop() {
     }
     impl.stopped = true;
   }
+  impl.idle_cv.notify_all();  // final-status retries give up
   // The loops first: only this thread joins run threads from here on (reap).
   impl.lease_loop = {};
   impl.progress_loop = {};
