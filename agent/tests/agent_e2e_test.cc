@@ -233,7 +233,7 @@ TEST_F(AgentE2E, VerifiedTlsToPostgresAndAnAclUserOnRedis) {
   const Json run = waitForRun("tls-job", "Succeeded");
   ASSERT_FALSE(run.is_null()) << kubectl({"get", "sr", "-o", "yaml"}).output << tail(agent.log);
   EXPECT_EQ(liveCount("tls-job"), "30");
-  // The store's sessions are TLS (pg_hba rejects anything else, and says so here).
+  // pg_hba rejects every TCP session without TLS: these rows came over verified TLS.
   EXPECT_EQ(scalar("SELECT count(*) > 0 FROM tributary.sync_runs WHERE outcome = 'succeeded'"),
             "t");
   const std::string everything = outputs + readFile(agent.log) + readFile(controller_.log) +

@@ -616,7 +616,9 @@ TEST_F(AgentFaults, PartitionedAgentIsReplacedAndWritesNothingAfterTheNewToken) 
 
   // node-p noticed: its lock is gone and so is its connector, while it keeps running.
   EXPECT_TRUE(waitFor([&] { return childrenOf(partitioned.pid, "connector").empty(); }, 30s));
-  EXPECT_NE(readFile(partitioned.log).find("lost"), std::string::npos) << tail(partitioned.log);
+  EXPECT_NE(readFile(partitioned.log).find("lock of " + ns_ + "/" + kJob + " lost"),
+            std::string::npos)
+      << tail(partitioned.log);
   EXPECT_TRUE(partitioned.alive()) << tail(partitioned.log);
   partitioned.stop(SIGKILL);
   for (auto& [name, agent] : agents_) {

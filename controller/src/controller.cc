@@ -578,13 +578,12 @@ void Controller::enqueueRunsForAgents() {
 // renewTime and this controller has watched it for one lease duration of its own clock without
 // seeing a renewal. The second half matters after an API server outage: no agent could renew,
 // so every Lease looks expired when the controller sees them again, yet the agents are alive and
-// renew within moments. While the Lease watch fails, the controller is blind and judges nobody.
+// renew within moments. While the Lease cache is not in sync (the watch fails, or waits to
+// retry), the controller is blind and its clock for every agent starts again.
 bool Controller::agentGone(const api::AgentLease& agent, TimePoint now) {
-  const kube::InformerStats watch = leases_->stats();
+  const bool in_sync = leases_->stats().in_sync;
   const std::lock_guard lock(sightings_mu_);
-  if (const std::uint64_t trouble = watch.watch_errors + watch.lists;
-      trouble != lease_watch_trouble_) {
-    lease_watch_trouble_ = trouble;
+  if (!in_sync) {
     for (auto& [name, sighting] : lease_sightings_) {
       sighting.seen = now;
     }

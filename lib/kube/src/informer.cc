@@ -316,6 +316,7 @@ absl::Status Informer::listAndReplace(const std::stop_token& stop, Reflector& r)
     std::lock_guard lock(mu_);
     r.last_rv = rv;
     ++stats_.lists;
+    stats_.in_sync = true;
     // Synced once every namespace's first list is queued (pushed below, before the marker).
     if (initial && ++listed_ == reflectors_.size()) {
       batch.push_back(Notification{Delta{}, false, true});
@@ -337,6 +338,10 @@ void Informer::reflectorLoop(const std::stop_token& stop, Reflector& r) {
         break;
       }
       if (!listed.ok()) {
+        {
+          std::lock_guard lock(mu_);
+          stats_.in_sync = false;
+        }
         const auto delay = backoff.next();
         log_.warn("list failed; retrying",
                   {{"error", std::string(listed.message())}, {"retry_in_ms", delay.count()}});
@@ -380,6 +385,7 @@ void Informer::reflectorLoop(const std::stop_token& stop, Reflector& r) {
               std::string rv = resourceVersionOf(event.object);
               std::lock_guard lock(mu_);
               ++stats_.bookmarks;
+              stats_.in_sync = true;
               if (!rv.empty()) {
                 r.last_rv = std::move(rv);
               }
@@ -412,6 +418,7 @@ void Informer::reflectorLoop(const std::stop_token& stop, Reflector& r) {
           auto delta = store_.apply(event.type, std::move(event.object));
           {
             std::lock_guard lock(mu_);
+            stats_.in_sync = true;
             if (!rv.empty()) {
               r.last_rv = std::move(rv);
             }
@@ -433,6 +440,7 @@ void Informer::reflectorLoop(const std::stop_token& stop, Reflector& r) {
       {
         std::lock_guard lock(mu_);
         ++stats_.relists_gone;
+        stats_.in_sync = false;
       }
       log_.info("resourceVersion expired (410 Gone); listing again");
       need_list = true;
@@ -455,6 +463,7 @@ void Informer::reflectorLoop(const std::stop_token& stop, Reflector& r) {
     {
       std::lock_guard lock(mu_);
       ++stats_.watch_errors;
+      stats_.in_sync = false;
       if (absl::IsDeadlineExceeded(result)) {
         ++stats_.idle_timeouts;
       }

@@ -253,8 +253,6 @@ absl::Status PostgresServer::setPassword() {
   PGconn* conn = PQconnectdb(socketDsn().c_str());
   std::string error;
   if (PQstatus(conn) == CONNECTION_OK) {
-    PGresult* set = PQexec(conn, "SET password_encryption = 'scram-sha-256'");
-    PQclear(set);
     char* literal = PQescapeLiteral(conn, options_.password.data(), options_.password.size());
     PGresult* result = PQexec(conn, absl::StrCat("ALTER USER postgres PASSWORD ", literal).c_str());
     PQfreemem(literal);

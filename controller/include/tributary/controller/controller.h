@@ -24,7 +24,6 @@
 #include "tributary/metrics/metrics.h"
 
 #include <chrono>
-#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -134,15 +133,14 @@ class Controller {
   bool informers_started_ = false;
   std::shared_ptr<Queues> queues_;
 
-  // When this controller first saw each agent Lease's current renewTime, restarted whenever
-  // the Lease watch failed or relisted (agentGone).
+  // When this controller first saw each agent Lease's current renewTime, restarted while the
+  // Lease cache is out of sync (agentGone).
   struct LeaseSighting {
     std::string renew_time;
     TimePoint seen;
   };
   std::mutex sightings_mu_;
   std::map<std::string, LeaseSighting> lease_sightings_;  // guarded by sightings_mu_
-  std::uint64_t lease_watch_trouble_ = 0;                 // guarded by sightings_mu_
 };
 
 }  // namespace tributary::controller

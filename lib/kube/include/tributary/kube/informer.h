@@ -172,6 +172,9 @@ struct InformerStats {
   std::uint64_t idle_timeouts = 0;
   std::uint64_t events = 0;  ///< deltas delivered to handlers
   std::uint64_t bookmarks = 0;
+  /// The cache follows the server: the last list succeeded or the watch delivered an event or a
+  /// bookmark, and no list or watch has failed since (false while the server is unreachable).
+  bool in_sync = false;
 };
 
 class Informer {
