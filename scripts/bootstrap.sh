@@ -27,6 +27,9 @@ packages=(
   googletest libgtest-dev libgmock-dev
   # services the integration tests start privately (tests/harness), promtool for the rules/alerts
   postgresql redis-server prometheus
+  # the agent's Redis TLS tunnel (agent/README.md, "Transport security"), tested against a
+  # TLS-only Redis
+  stunnel4
   # lint
   clang-format clang-tidy
   # Python SDK and test connectors

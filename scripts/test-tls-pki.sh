@@ -5,6 +5,7 @@
 # Usage: test-tls-pki.sh DIR
 #   DIR/ca.crt ca.key           test CA (EC P-256), signs server.crt
 #   DIR/server.crt server.key   serving cert for 127.0.0.1 and localhost only
+#   DIR/client.crt client.key   client cert (CN tributary-test-client) for servers that ask for one
 #   DIR/other-ca.crt            a CA that signed nothing here: the "wrong CA" of a test
 # Existing files are kept.
 set -euo pipefail
@@ -17,7 +18,7 @@ mkdir -p "$1"
 cd "$1"
 umask 077
 log=$(mktemp)
-trap 'rm -f "$log" server.csr other-ca.key' EXIT
+trap 'rm -f "$log" server.csr client.csr other-ca.key' EXIT
 run() {
   if ! "$@" >"$log" 2>&1; then
     echo "test-tls-pki.sh: $* failed:" >&2
@@ -48,4 +49,11 @@ if [[ ! -s server.crt || ! -s server.key ]]; then
       "subjectAltName=IP:127.0.0.1,DNS:localhost" "keyUsage=critical,digitalSignature" \
       "extendedKeyUsage=serverAuth")
 fi
-chmod 644 ca.crt other-ca.crt server.crt
+if [[ ! -s client.crt || ! -s client.key ]]; then
+  eckey client.key
+  run openssl req -new -key client.key -subj "/CN=tributary-test-client" -out client.csr
+  run openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -sha256 \
+    -days 3650 -out client.crt -extfile <(printf '%s\n' "keyUsage=critical,digitalSignature" \
+      "extendedKeyUsage=clientAuth")
+fi
+chmod 644 ca.crt other-ca.crt server.crt client.crt

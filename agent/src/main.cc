@@ -14,6 +14,8 @@
 #include "tributary/sandbox/sandbox.h"
 #include "tributary/store/store.h"
 
+#include "redis_tls_tunnel.h"
+
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -22,6 +24,7 @@
 #include <iostream>
 #include <signal.h>
 #include <sstream>
+#include <thread>
 #include <unistd.h>
 
 namespace {
@@ -52,6 +55,15 @@ Every flag can also be set by the environment variable named in brackets.
                                [TRIBUTARY_REDIS_ADDRESS]
   --redis-username USER        Redis 6 ACL user (default: the default user) [TRIBUTARY_REDIS_USERNAME]
   --redis-password-file F      [TRIBUTARY_REDIS_PASSWORD_FILE; or TRIBUTARY_REDIS_PASSWORD]
+  --redis-tls on|off           TLS to Redis through a supervised stunnel (agent/README.md,
+                               "Transport security"); on when any --redis-tls-* flag below is
+                               set (default off) [TRIBUTARY_REDIS_TLS]
+  --redis-tls-ca-file F        CA bundle that verifies Redis (default: the system's roots)
+                               [TRIBUTARY_REDIS_TLS_CA_FILE]
+  --redis-tls-server-name N    name the certificate must carry (default: the address's host)
+                               [TRIBUTARY_REDIS_TLS_SERVER_NAME]
+  --redis-tls-cert-file F      client certificate and key, for a Redis that asks for one
+  --redis-tls-key-file F       [TRIBUTARY_REDIS_TLS_CERT_FILE, TRIBUTARY_REDIS_TLS_KEY_FILE]
   --cache-dir DIR              connector cache (default /var/cache/tributary) [TRIBUTARY_CACHE_DIR]
   --local-root DIR             allowed root of Local connector sources, repeatable (default: any)
                                [TRIBUTARY_LOCAL_ROOTS, colon-separated]
@@ -142,6 +154,15 @@ int main(int argc, char** argv) {
   std::string redis_username = env("TRIBUTARY_REDIS_USERNAME");
   std::string redis_address = env("TRIBUTARY_REDIS_ADDRESS", "127.0.0.1:6379");
   std::string redis_password_file = env("TRIBUTARY_REDIS_PASSWORD_FILE");
+  std::string redis_tls = env("TRIBUTARY_REDIS_TLS");
+  agent::RedisTlsOptions redis_tls_options;
+  redis_tls_options.ca_file = env("TRIBUTARY_REDIS_TLS_CA_FILE", redis_tls_options.ca_file);
+  redis_tls_options.server_name = env("TRIBUTARY_REDIS_TLS_SERVER_NAME");
+  redis_tls_options.cert_file = env("TRIBUTARY_REDIS_TLS_CERT_FILE");
+  redis_tls_options.key_file = env("TRIBUTARY_REDIS_TLS_KEY_FILE");
+  bool redis_tls_implied = !env("TRIBUTARY_REDIS_TLS_CA_FILE").empty() ||
+                           !redis_tls_options.server_name.empty() ||
+                           !redis_tls_options.cert_file.empty();
   std::string cache_dir = env("TRIBUTARY_CACHE_DIR", "/var/cache/tributary");
   std::string secret_dir = env("TRIBUTARY_SECRET_DIR");
   std::vector<std::filesystem::path> local_roots;
@@ -228,6 +249,20 @@ int main(int argc, char** argv) {
       redis_address = next();
     } else if (arg == "--redis-password-file") {
       redis_password_file = next();
+    } else if (arg == "--redis-tls") {
+      redis_tls = next();
+    } else if (arg == "--redis-tls-ca-file") {
+      redis_tls_options.ca_file = next();
+      redis_tls_implied = true;
+    } else if (arg == "--redis-tls-server-name") {
+      redis_tls_options.server_name = next();
+      redis_tls_implied = true;
+    } else if (arg == "--redis-tls-cert-file") {
+      redis_tls_options.cert_file = next();
+      redis_tls_implied = true;
+    } else if (arg == "--redis-tls-key-file") {
+      redis_tls_options.key_file = next();
+      redis_tls_implied = true;
     } else if (arg == "--cache-dir") {
       cache_dir = next();
     } else if (arg == "--local-root") {
@@ -264,6 +299,13 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  if (redis_tls != "" && redis_tls != "on" && redis_tls != "off" && redis_tls != "true" &&
+      redis_tls != "false") {
+    std::cerr << "tributary-agent: --redis-tls " << redis_tls << ": expected on or off\n";
+    return 2;
+  }
+  const bool use_redis_tls =
+      redis_tls == "on" || redis_tls == "true" || (redis_tls.empty() && redis_tls_implied);
   const auto parsed_level = log::parseLevel(level);
   if (!parsed_level) {
     std::cerr << "tributary-agent: bad --log-level " << level << "\n";
@@ -401,7 +443,36 @@ int main(int argc, char** argv) {
   redis.port = colon == std::string::npos ? 6379 : std::atoi(redis_address.c_str() + colon + 1);
   redis.password = *redis_password;
   redis.username = redis_username;
+  std::shared_ptr<agent::RedisTlsTunnel> tunnel;
+  if (use_redis_tls) {
+    redis_tls_options.host = redis.host;
+    redis_tls_options.port = redis.port;
+    redis_tls_options.dir = temp / "redis-tls";
+    redis_tls_options.logger = log.named("redis-tls");
+    auto started = agent::RedisTlsTunnel::start(redis_tls_options);
+    if (!started.ok()) {
+      return fatal("cannot start the Redis TLS tunnel (see --redis-tls-*)", started.status());
+    }
+    tunnel = *std::move(started);
+    redis.unix_socket = tunnel->socketPath();
+    redis.describe_transport = [tunnel] { return tunnel->lastFailure(); };
+  }
   options.lock = std::shared_ptr<locks::SourceLock>(locks::makeRedisLock(redis));
+  // A wrong password or certificate stops the agent now, as the database's do; an outage only
+  // delays runs (each waits for the lock). What looks like a TLS setting is tried twice more:
+  // a Redis restarting can close a connection the same way.
+  absl::Status probed = options.lock->probe();
+  for (int attempt = 1;
+       !probed.ok() && tunnel && tunnel->lastFailureIsConfiguration() && attempt < 3; ++attempt) {
+    std::this_thread::sleep_for(1s);
+    probed = options.lock->probe();
+  }
+  if (!probed.ok()) {
+    if (absl::IsUnauthenticated(probed) || (tunnel && tunnel->lastFailureIsConfiguration())) {
+      return fatal("cannot use Redis (see --redis-*)", probed);
+    }
+    log.warn("Redis is not reachable yet: runs wait for it", {{"error", probed.message()}});
+  }
 
   auto created = agent::Agent::create(options);
   if (!created.ok()) {

@@ -11,6 +11,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 namespace tributary::e2e {
 namespace {
@@ -167,10 +168,12 @@ TEST_F(AgentE2E, SecretsAConnectorPrintsAreRedactedEverywhere) {
 }
 
 // 3c. Transport security: PostgreSQL only over TLS with a password (sslmode=verify-full against
-// a generated CA), Redis with an ACL user (the default user off). A wrong CA, a host name the
-// certificate does not name and a wrong password each stop the agent with a message that says
-// what to fix; the right ones sync, and neither password shows up anywhere.
-TEST_F(AgentE2E, VerifiedTlsToPostgresAndAnAclUserOnRedis) {
+// a generated CA), Redis only over TLS with a client certificate (the agent's stunnel) and an ACL
+// user (the default user off). A wrong CA, a name the certificate does not carry, a missing client
+// certificate and a wrong password, for either server, each stop the agent with a message that
+// says what to fix; the right ones sync, also after the tunnel is killed, and neither password
+// shows up anywhere.
+TEST_F(AgentE2E, VerifiedTlsAndPasswordsToPostgresAndRedis) {
   const std::string db_password = "pg-" + std::to_string(::getpid()) + "-secret";
   const std::string redis_password = "redis-" + std::to_string(::getpid()) + "-secret";
   harness::PostgresOptions pg_options;
@@ -181,38 +184,70 @@ TEST_F(AgentE2E, VerifiedTlsToPostgresAndAnAclUserOnRedis) {
   ASSERT_TRUE(pg.createDatabase("agent_tls").ok());
   dsn_ = pg.socketDsn("agent_tls");  // the test's own queries
   harness::RedisOptions redis_options;
+  redis_options.tls = true;
   redis_options.args = {
       "--user", "default", "off",  "--user", "tributary", "on", ">" + redis_password,
       "~*",     "&*",      "+@all"};
   harness::RedisServer redis(redis_options);
-  ASSERT_TRUE(redis.start().ok());
+  ASSERT_TRUE(redis.start().ok()) << redis.logTail();
   std::ofstream(dir_ / "db-password") << db_password << "\n";
   std::ofstream(dir_ / "redis-password") << redis_password;
+  std::ofstream(dir_ / "wrong-password") << "not-the-password";
   const harness::TlsFiles tls = pg.tlsFiles();
+  const harness::TlsFiles redis_tls = redis.tlsFiles();
   const std::string port = std::to_string(pg.port());
   const std::string url = "postgresql://postgres@127.0.0.1:" + port + "/agent_tls";
-  auto secure = [&](const std::string& database_url, const std::string& ca,
-                    const std::string& password_file) {
+  const std::vector<std::string> client_cert = {"--redis-tls-cert-file=" + redis_tls.client_cert,
+                                                "--redis-tls-key-file=" + redis_tls.client_key};
+  // The right settings, then each refusal changes one thing.
+  struct Settings {
+    std::string database_url;
+    std::string database_ca;
+    std::string database_password_file = "db-password";
+    std::string redis_ca;
+    std::string redis_password_file = "redis-password";
+    std::vector<std::string> redis_tls;  // --redis-tls-* beyond the CA
+  };
+  const Settings right{url, tls.ca, "db-password", redis_tls.ca, "redis-password", client_cert};
+  auto secure = [&](const Settings& settings) {
     AgentFlags flags;
-    flags.database_url = database_url;
+    flags.database_url = settings.database_url;
     flags.redis_address = "127.0.0.1:" + std::to_string(redis.port());
-    flags.extra = {"--database-ca-file=" + ca,
-                   "--database-password-file=" + (dir_ / password_file).string(),
+    flags.extra = {"--database-ca-file=" + settings.database_ca,
+                   "--database-password-file=" + (dir_ / settings.database_password_file).string(),
                    "--redis-username=tributary",
-                   "--redis-password-file=" + (dir_ / "redis-password").string()};
+                   "--redis-password-file=" + (dir_ / settings.redis_password_file).string(),
+                   "--redis-tls-ca-file=" + settings.redis_ca};
+    flags.extra.insert(flags.extra.end(), settings.redis_tls.begin(), settings.redis_tls.end());
     return flags;
   };
-  std::ofstream(dir_ / "wrong-password") << "not-the-password";
+  auto changed = [&](const std::function<void(Settings&)>& change) {
+    Settings settings = right;
+    change(settings);
+    return secure(settings);
+  };
   struct Refusal {
     AgentFlags flags;
     std::string expected;
   };
   const std::vector<Refusal> refusals = {
-      {secure(url, tls.other_ca, "db-password"), "give the CA that signed it"},
-      {secure("postgresql://postgres@db.invalid:" + port + "/agent_tls?hostaddr=127.0.0.1", tls.ca,
-              "db-password"),
+      {changed([&](Settings& s) { s.database_ca = tls.other_ca; }), "give the CA that signed it"},
+      {changed([&](Settings& s) {
+         s.database_url =
+             "postgresql://postgres@db.invalid:" + port + "/agent_tls?hostaddr=127.0.0.1";
+       }),
        "does not match host name"},
-      {secure(url, tls.ca, "wrong-password"), "check the user and the password"}};
+      {changed([&](Settings& s) { s.database_password_file = "wrong-password"; }),
+       "check the user and the password"},
+      {changed([&](Settings& s) { s.redis_ca = redis_tls.other_ca; }),
+       "does not verify: check --redis-tls-ca-file"},
+      {changed(
+           [&](Settings& s) { s.redis_tls.push_back("--redis-tls-server-name=redis.invalid"); }),
+       "set --redis-tls-server-name"},
+      {changed([&](Settings& s) { s.redis_tls.clear(); }),
+       "set --redis-tls-cert-file and --redis-tls-key-file"},
+      {changed([&](Settings& s) { s.redis_password_file = "wrong-password"; }),
+       "check the Redis user and password"}};
   std::string outputs;
   for (const Refusal& refusal : refusals) {
     const std::vector<std::string> args = agentArgs("refused", refusal.flags, 0);
@@ -227,15 +262,32 @@ TEST_F(AgentE2E, VerifiedTlsToPostgresAndAnAclUserOnRedis) {
   }
 
   startController();
-  Process& agent = startAgent("node-a", secure(url, tls.ca, "db-password"));
+  Process& agent = startAgent("node-a", secure(right));
   apply(goConnector("go") + "---\n" +
         syncJob("tls-job", "go", "{\"pages\": 3, \"page_size\": 10}"));
   const Json run = waitForRun("tls-job", "Succeeded");
   ASSERT_FALSE(run.is_null()) << kubectl({"get", "sr", "-o", "yaml"}).output << tail(agent.log);
   EXPECT_EQ(liveCount("tls-job"), "30");
-  // pg_hba rejects every TCP session without TLS: these rows came over verified TLS.
+  // pg_hba rejects every TCP session without TLS, and Redis has no plain port: these rows came
+  // over verified TLS, under a lock taken over TLS.
   EXPECT_EQ(scalar("SELECT count(*) > 0 FROM tributary.sync_runs WHERE outcome = 'succeeded'"),
             "t");
+  EXPECT_GE(std::stoi(scalar("SELECT max(fence_token) FROM tributary.sync_runs")), 1);
+
+  // The tunnel dies: the agent starts it again and the next run takes its lock through it.
+  const std::string tunnel_pid =
+      harness::runCommand({"/usr/bin/pgrep", "-P", std::to_string(agent.pid), "stunnel"},
+                          {"PATH=/usr/bin:/bin"}, dir_.string(), (dir_ / "pgrep").string(), "", 10s)
+          .output;
+  ASSERT_FALSE(tunnel_pid.empty()) << "no stunnel child of the agent";
+  ASSERT_EQ(::kill(std::stoi(tunnel_pid), SIGKILL), 0);
+  EXPECT_TRUE(
+      waitFor([&] { return readFile(agent.log).find("restarting it") != std::string::npos; }, 10s))
+      << tail(agent.log);
+  apply(syncJob("tls-job-2", "go", "{\"pages\": 2, \"page_size\": 10}"));
+  ASSERT_FALSE(waitForRun("tls-job-2", "Succeeded").is_null()) << tail(agent.log);
+  EXPECT_EQ(liveCount("tls-job-2"), "20");
+
   const std::string everything = outputs + readFile(agent.log) + readFile(controller_.log) +
                                  kubectl({"get", "sr,sj,connectors", "-o", "yaml"}).output +
                                  kubectl({"get", "events", "-o", "yaml"}).output +

@@ -190,6 +190,8 @@ class Cluster : public ::testing::Test {
   static harness::CommandResult helmInstall(const std::string& verb,
                                             const std::vector<std::string>& flags);
   static void waitForRollouts(bool quickstart);
+  // The values of the external PostgreSQL and Redis (TLS with a client certificate).
+  static std::vector<std::string> externalValues();
   // The quickstart PostgreSQL as a libpq DSN reached from the host through its Service.
   static std::string quickstartDsn();
 
@@ -305,12 +307,15 @@ void Cluster::SetUpTestSuite() {
   EXPECT_THAT(scalar(external_dsn_, std::string("ALTER USER postgres PASSWORD '") +
                                         kExternalPassword + "'; SELECT 'ok'"),
               "ok");
+  // Redis only over TLS, wanting a client certificate (its default): the agents reach it through
+  // their stunnel.
   harness::RedisOptions redis_options;
+  redis_options.tls = true;
   redis_options.args = {"--bind", "127.0.0.1", node_ip_};
   external_redis_ = new harness::RedisServer(redis_options);
   ASSERT_TRUE(external_redis_->start().ok());
-  const auto pass = run({"/usr/bin/redis-cli", "-p", std::to_string(external_redis_->port()),
-                         "CONFIG", "SET", "requirepass", kRedisPassword},
+  const auto pass = run({"/usr/bin/redis-cli", "-s", external_redis_->unixSocket(), "CONFIG", "SET",
+                         "requirepass", kRedisPassword},
                         1min);
   ASSERT_TRUE(pass.ok()) << pass.output;
 
@@ -394,6 +399,17 @@ void Cluster::dumpDiagnostics() {
     std::cerr << "--- last of " << log << "\n"
               << text.substr(text.size() > 6000 ? text.size() - 6000 : 0);
   }
+}
+
+std::vector<std::string> Cluster::externalValues() {
+  return {"--set", "database.existingSecret=external-db", "--set",
+          "redis.address=external-redis." + std::string(kNamespace) +
+              ".svc:" + std::to_string(external_redis_->port()),
+          "--set", "redis.existingSecret=external-redis", "--set", "redis.tls.enabled=true",
+          // The test certificate names localhost and 127.0.0.1, not the Service.
+          "--set", "redis.tls.serverName=localhost", "--set",
+          "redis.tls.existingSecret=external-redis-tls", "--set", "redis.tls.certKey=tls.crt",
+          "--set", "redis.tls.keyKey=tls.key"};
 }
 
 harness::CommandResult Cluster::helmInstall(const std::string& verb,
@@ -528,13 +544,16 @@ TEST_F(Cluster, ExternalPostgresThroughAServiceWhileAnUpgradeRollsTheAgentsMidSy
       kRedisPassword + "\n";
   const auto created = kubectl({"apply", "-n", kNamespace, "-f", "-"}, objects);
   ASSERT_TRUE(created.ok()) << created.output;
-  const std::vector<std::string> external{
-      "--set", "database.existingSecret=external-db", "--set",
-      "redis.address=external-redis." + std::string(kNamespace) +
-          ".svc:" + std::to_string(external_redis_->port()),
-      "--set", "redis.existingSecret=external-redis",
-      // A drain shorter than the sync: the upgrade interrupts it and the run is retried.
-      "--set", "agent.drainTimeoutSeconds=5", "--set", "agent.terminationGracePeriodSeconds=30"};
+  const harness::TlsFiles tls = external_redis_->tlsFiles();
+  const auto tls_secret =
+      kubectl({"create", "secret", "generic", "external-redis-tls", "-n", kNamespace,
+               "--from-file=ca.crt=" + tls.ca, "--from-file=tls.crt=" + tls.client_cert,
+               "--from-file=tls.key=" + tls.client_key});
+  ASSERT_TRUE(tls_secret.ok()) << tls_secret.output;
+  // A drain shorter than the sync: the upgrade interrupts it and the run is retried.
+  const std::vector<std::string> external = with(
+      externalValues(),
+      {"--set", "agent.drainTimeoutSeconds=5", "--set", "agent.terminationGracePeriodSeconds=30"});
   const auto moved = helmInstall("upgrade", external);
   ASSERT_TRUE(moved.ok()) << moved.output;
   waitForRollouts(false);
@@ -631,11 +650,7 @@ TEST_F(Cluster, UninstallKeepsCrdsResourcesAndDataAndAReinstallRunsTheSyncJobs) 
   const auto applied = kubectl({"apply", "-n", kJobs, "-f", "-"},
                                syncJobYaml("while-away", "go-git", "{pages: 10, page_size: 30}"));
   ASSERT_TRUE(applied.ok()) << applied.output;
-  const auto reinstalled =
-      helmInstall("install", {"--set", "database.existingSecret=external-db", "--set",
-                              "redis.address=external-redis." + std::string(kNamespace) +
-                                  ".svc:" + std::to_string(external_redis_->port()),
-                              "--set", "redis.existingSecret=external-redis"});
+  const auto reinstalled = helmInstall("install", externalValues());
   ASSERT_TRUE(reinstalled.ok()) << reinstalled.output;
   waitForRollouts(false);
   const Json run = waitForFinish("while-away", 15min);

@@ -222,6 +222,51 @@ TEST_F(ChartTest, QuickstartBringsPostgresAndRedisAndWiresTheAgentsToThem) {
   EXPECT_EQ(envValue(*agent, "TRIBUTARY_REDIS_ADDRESS"), "rel-tributary-redis:6379");
 }
 
+TEST_F(ChartTest, RedisTlsGivesTheAgentsItsSettingsAndTheSecretsFiles) {
+  const auto plain = chart_.render(requiredValues());
+  const Json* agent = findObject(plain, "DaemonSet", "rel-tributary-agent");
+  ASSERT_NE(agent, nullptr);
+  EXPECT_EQ(envValue(*agent, "TRIBUTARY_REDIS_TLS"), "");
+
+  const auto objects = chart_.render(
+      with(requiredValues(),
+           {"--set", "redis.tls.enabled=true", "--set", "redis.tls.serverName=redis.internal",
+            "--set", "redis.tls.existingSecret=redis-tls", "--set", "redis.tls.certKey=tls.crt",
+            "--set", "redis.tls.keyKey=tls.key"}));
+  agent = findObject(objects, "DaemonSet", "rel-tributary-agent");
+  ASSERT_NE(agent, nullptr);
+  EXPECT_EQ(envValue(*agent, "TRIBUTARY_REDIS_TLS"), "on");
+  EXPECT_EQ(envValue(*agent, "TRIBUTARY_REDIS_TLS_SERVER_NAME"), "redis.internal");
+  EXPECT_EQ(envValue(*agent, "TRIBUTARY_REDIS_TLS_CA_FILE"), "/etc/tributary/redis-tls/ca.crt");
+  EXPECT_EQ(envValue(*agent, "TRIBUTARY_REDIS_TLS_CERT_FILE"), "/etc/tributary/redis-tls/tls.crt");
+  EXPECT_EQ(envValue(*agent, "TRIBUTARY_REDIS_TLS_KEY_FILE"), "/etc/tributary/redis-tls/tls.key");
+  const Json& spec = podSpec(*agent);
+  Json volume;
+  for (const Json& v : spec["volumes"]) {
+    if (v.value("name", "") == "redis-tls") {
+      volume = v;
+    }
+  }
+  ASSERT_FALSE(volume.is_null()) << spec["volumes"].dump();
+  EXPECT_EQ(volume["secret"]["secretName"], "redis-tls");
+  EXPECT_EQ(volume["secret"]["items"],
+            Json::parse(R"([{"key": "ca.crt", "path": "ca.crt"}, {"key": "tls.crt", "path": )"
+                        R"("tls.crt"}, {"key": "tls.key", "path": "tls.key"}])"));
+  bool mounted = false;
+  for (const Json& m : spec["containers"][0]["volumeMounts"]) {
+    mounted = mounted || (m.value("name", "") == "redis-tls" &&
+                          m.value("mountPath", "") == "/etc/tributary/redis-tls");
+  }
+  EXPECT_TRUE(mounted);
+
+  // No Secret: the image's system roots, nothing mounted.
+  const auto roots = chart_.render(with(requiredValues(), {"--set", "redis.tls.enabled=true"}));
+  agent = findObject(roots, "DaemonSet", "rel-tributary-agent");
+  ASSERT_NE(agent, nullptr);
+  EXPECT_EQ(envValue(*agent, "TRIBUTARY_REDIS_TLS"), "on");
+  EXPECT_EQ(envValue(*agent, "TRIBUTARY_REDIS_TLS_CA_FILE"), "");
+}
+
 TEST_F(ChartTest, SchemaRejectsUnknownAndMistypedValuesNamingThem) {
   struct Case {
     std::vector<std::string> flags;
@@ -236,6 +281,7 @@ TEST_F(ChartTest, SchemaRejectsUnknownAndMistypedValuesNamingThem) {
       {{"--set", "agent.capacity=0"}, "/agent/capacity': minimum: got 0, want 1"},
       {{"--set", "watchNamespaces={Team_A}"}, "/watchNamespaces/0"},
       {{"--set", "redis.address=no-port"}, "/redis/address"},
+      {{"--set", "redis.tls.enable=true"}, "additional properties 'enable' not allowed"},
       {{"--set", "controller.leaderElection.leaseDuration=15"},
        "/controller/leaderElection/leaseDuration"},
   };
@@ -265,6 +311,9 @@ TEST_F(ChartTest, TemplateRefusesCombinationsThatWouldBreakTheOperator) {
       {{"--set", "redis.address=r:6379"}, "database.existingSecret is required"},
       {with(requiredValues(), {"--set", "agent.cache.type=persistentVolumeClaim"}),
        "needs agent.cache.existingClaim"},
+      {with(requiredValues(), {"--set", "redis.tls.enabled=true", "--set",
+                               "redis.tls.existingSecret=r", "--set", "redis.tls.certKey=c"}),
+       "redis.tls.certKey needs redis.tls.keyKey"},
   };
   for (const Case& c : cases) {
     std::vector<std::string> args{"template", kRelease, chart_.dir()};

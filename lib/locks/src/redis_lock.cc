@@ -87,9 +87,9 @@ class RedisConnection {
     ReplyPtr reply(static_cast<redisReply*>(
         redisCommandArgv(ctx_, static_cast<int>(ptrs.size()), ptrs.data(), lens.data())));
     if (reply == nullptr) {
-      std::string error = ctx_->errstr;
+      absl::Status error = ioError("redis", ctx_);
       close();  // the context is unusable after an I/O error
-      return absl::UnavailableError(strings::cat("redis: ", error));
+      return error;
     }
     if (reply->type == REDIS_REPLY_ERROR) {
       const std::string error(reply->str, reply->len);
@@ -107,6 +107,24 @@ class RedisConnection {
       return 0;
     }
     return absl::InternalError("redis: unexpected reply type to EVAL");
+  }
+
+  /// Connects and authenticates if needed, then PING.
+  absl::Status ping() {
+    if (absl::Status status = ensureConnected(); !status.ok()) {
+      return status;
+    }
+    ReplyPtr reply(static_cast<redisReply*>(redisCommand(ctx_, "PING")));
+    if (reply == nullptr) {
+      absl::Status error = ioError("redis: PING", ctx_);
+      close();
+      return error;
+    }
+    if (reply->type == REDIS_REPLY_ERROR) {
+      return absl::UnavailableError(
+          strings::cat("redis: PING: ", std::string(reply->str, reply->len)));
+    }
+    return absl::OkStatus();
   }
 
   void close() {
@@ -130,13 +148,14 @@ class RedisConnection {
       return absl::ResourceExhaustedError("redis: cannot allocate a context");
     }
     if (ctx->err != 0) {
-      std::string error = ctx->errstr;
+      absl::Status error =
+          ioError(strings::cat("redis: cannot connect to ",
+                               options_.unix_socket.empty()
+                                   ? strings::cat(options_.host, ":", options_.port)
+                                   : options_.unix_socket),
+                  ctx);
       redisFree(ctx);
-      return absl::UnavailableError(strings::cat(
-          "redis: cannot connect to ",
-          options_.unix_socket.empty() ? strings::cat(options_.host, ":", options_.port)
-                                       : options_.unix_socket,
-          ": ", error));
+      return error;
     }
     redisSetTimeout(ctx, toTimeval(options_.command_timeout));
     if (!options_.password.empty()) {
@@ -146,16 +165,31 @@ class RedisConnection {
               ? redisCommand(ctx, "AUTH %b", options_.password.data(), options_.password.size())
               : redisCommand(ctx, "AUTH %b %b", options_.username.data(), options_.username.size(),
                              options_.password.data(), options_.password.size())));
-      if (reply == nullptr || reply->type == REDIS_REPLY_ERROR) {
-        const std::string error =
-            reply == nullptr ? std::string(ctx->errstr) : std::string(reply->str, reply->len);
+      if (reply == nullptr) {  // the connection failed, not the password
+        absl::Status error = ioError("redis: AUTH", ctx);
+        redisFree(ctx);
+        return error;
+      }
+      if (reply->type == REDIS_REPLY_ERROR) {
+        const std::string error(reply->str, reply->len);
         redisFree(ctx);
         return absl::UnauthenticatedError(
-            strings::cat("redis: AUTH failed: ", error, " (check the Redis password)"));
+            strings::cat("redis: AUTH failed: ", error, " (check the Redis user and password)"));
       }
     }
     ctx_ = ctx;
     return absl::OkStatus();
+  }
+
+  // UNAVAILABLE: `what`, hiredis's reason and what the transport knows.
+  [[nodiscard]] absl::Status ioError(std::string_view what, const redisContext* ctx) const {
+    std::string message = strings::cat(what, ": ", ctx->errstr);
+    if (options_.describe_transport) {
+      if (const std::string note = options_.describe_transport(); !note.empty()) {
+        message += strings::cat(" (", note, ")");
+      }
+    }
+    return absl::UnavailableError(message);
   }
 
   const RedisLockOptions options_;
@@ -323,6 +357,8 @@ class RedisLease final : public Lease {
 class RedisLock final : public SourceLock {
  public:
   explicit RedisLock(RedisLockOptions options) : options_(std::move(options)) {}
+
+  absl::Status probe() override { return RedisConnection(options_).ping(); }
 
   absl::StatusOr<LeasePtr> acquire(std::string_view source,
                                    const AcquireOptions& options) override {

@@ -19,6 +19,7 @@ namespace tributary::locks {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using namespace std::chrono_literals;
 
 std::string uniqueSource(const std::string& base) {
@@ -100,11 +101,32 @@ TEST(RedisAuthTest, PasswordIsSentAndAWrongOneIsAClearError) {
       EXPECT_THAT(message, HasSubstr("NOAUTH"));  // the server's own word for it
     } else {
       EXPECT_TRUE(absl::IsUnauthenticated(refused.status())) << refused.status();
-      EXPECT_THAT(message, HasSubstr("check the Redis password"));
+      EXPECT_THAT(message, HasSubstr("check the Redis user and password"));
       EXPECT_EQ(message.find("wrong-pw"), std::string::npos);
     }
     EXPECT_EQ(message.find("s3cret-pw"), std::string::npos);
   }
+  // probe() tells a wrong password from an outage before any lock is taken.
+  EXPECT_TRUE(lockWith("s3cret-pw")->probe().ok());
+  EXPECT_TRUE(absl::IsUnauthenticated(lockWith("wrong-pw")->probe()));
+}
+
+TEST(RedisLockTransport, ConnectionFailuresCarryWhatTheTransportKnows) {
+  RedisLockOptions options;
+  options.unix_socket = "/nonexistent/tributary-test/redis.sock";
+  options.describe_transport = [] { return std::string("TLS tunnel: certificate verify failed"); };
+  const absl::Status probed = makeRedisLock(options)->probe();
+  EXPECT_TRUE(absl::IsUnavailable(probed)) << probed;
+  EXPECT_THAT(probed.message(),
+              HasSubstr("cannot connect to /nonexistent/tributary-test/redis.sock"));
+  EXPECT_THAT(probed.message(), HasSubstr("(TLS tunnel: certificate verify failed)"));
+  AcquireOptions acquire;
+  acquire.ttl = 1s;
+  auto lease = makeRedisLock(options)->acquire("transport/source", acquire);
+  ASSERT_FALSE(lease.ok());
+  EXPECT_THAT(lease.status().message(), HasSubstr("(TLS tunnel: certificate verify failed)"));
+  options.describe_transport = [] { return std::string(); };  // nothing to add: no parentheses
+  EXPECT_THAT(makeRedisLock(options)->probe().message(), Not(HasSubstr("(")));
 }
 
 TEST_F(RedisLockTest, AcquireIsExclusiveAndReleaseFreesIt) {

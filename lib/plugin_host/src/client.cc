@@ -1,5 +1,6 @@
 #include "tributary/common/strings.h"
 #include "tributary/mtls/mtls.h"
+#include "tributary/plugin_host/child_process.h"
 #include "tributary/plugin_host/plugin_host.h"
 
 #include "broker.h"
@@ -9,7 +10,6 @@
 #include "output_pump.h"
 #include "plugin/grpc_controller.grpc.pb.h"
 #include "plugin/grpc_stdio.grpc.pb.h"
-#include "process.h"
 
 #include <grpcpp/grpcpp.h>
 

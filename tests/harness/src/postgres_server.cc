@@ -164,8 +164,7 @@ TlsFiles PostgresServer::tlsFiles() const {
   if (!options_.tls || dir_.empty()) {
     return {};
   }
-  const std::string tls = dir_ + "/tls/";
-  return {tls + "ca.crt", tls + "other-ca.crt", tls + "server.crt", tls + "server.key"};
+  return internal::testTlsFilesIn(dir_ + "/tls");
 }
 
 std::string PostgresServer::dsn(std::string_view dbname) const {
@@ -220,18 +219,9 @@ absl::Status PostgresServer::configureAccess() {
   }
   if (options_.tls) {
     absl::Status user_error;
-    internal::SpawnOptions pki;
-    pki.argv = {"/bin/bash", internal::sourceDir() + "/scripts/test-tls-pki.sh", dir_ + "/tls"};
-    pki.env = internal::serverEnvironment();
-    pki.workdir = dir_;
-    pki.log_path = dir_ + "/pki.log";
-    pki.run_as = serverUser(&user_error);  // the key must belong to the server's user
+    const std::optional<internal::RunAs> user = serverUser(&user_error);
     TRIBUTARY_RETURN_IF_ERROR(user_error);
-    if (absl::Status status = internal::runToCompletion(pki, std::chrono::minutes(1));
-        !status.ok()) {
-      return absl::InternalError(absl::StrCat("scripts/test-tls-pki.sh failed: ", status.message(),
-                                              "\n", internal::fileTail(dir_ + "/pki.log", 2048)));
-    }
+    TRIBUTARY_RETURN_IF_ERROR(internal::writeTestTlsFiles(dir_ + "/tls", user, dir_ + "/pki.log"));
   }
   const std::string method = options_.password.empty() ? "trust" : "scram-sha-256";
   std::ofstream hba(dataDir() + "/pg_hba.conf", std::ios::trunc);  // keeps its owner

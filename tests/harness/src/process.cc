@@ -410,6 +410,31 @@ std::string sourceDir() {
   return dir != nullptr && *dir != '\0' ? std::string(dir) : std::string(TRIBUTARY_SOURCE_DIR);
 }
 
+absl::Status writeTestTlsFiles(const std::string& dir, const std::optional<RunAs>& owner,
+                               const std::string& log_path) {
+  SpawnOptions pki;
+  pki.argv = {"/bin/bash", sourceDir() + "/scripts/test-tls-pki.sh", dir};
+  pki.env = serverEnvironment();
+  pki.workdir = std::filesystem::path(dir).parent_path().string();
+  pki.log_path = log_path;
+  pki.run_as = owner;
+  if (absl::Status status = runToCompletion(pki, std::chrono::minutes(1)); !status.ok()) {
+    return absl::InternalError(absl::StrCat("scripts/test-tls-pki.sh failed: ", status.message(),
+                                            "\n", fileTail(log_path, 2048)));
+  }
+  return absl::OkStatus();
+}
+
+TlsFiles testTlsFilesIn(const std::string& dir) {
+  const std::string d = dir + "/";
+  return {.ca = d + "ca.crt",
+          .other_ca = d + "other-ca.crt",
+          .cert = d + "server.crt",
+          .key = d + "server.key",
+          .client_cert = d + "client.crt",
+          .client_key = d + "client.key"};
+}
+
 std::string fileTail(const std::string& path, std::size_t max_bytes) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {

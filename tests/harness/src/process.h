@@ -3,6 +3,8 @@
 // Private helpers of the harness: spawning server processes safely from a multi-threaded test
 // binary, waiting for them, and small filesystem/network utilities.
 
+#include "tributary/testing/services.h"
+
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
@@ -91,6 +93,13 @@ std::string fileTail(const std::string& path, std::size_t max_bytes);
 /** The source tree (scripts/, crds/): $TRIBUTARY_SOURCE_DIR, else the one the harness was
  *  built from. */
 std::string sourceDir();
+
+/** Writes scripts/test-tls-pki.sh's certificates into `dir` (a directory `owner`, the server's
+ *  user, may create: the keys must belong to it). Logs to `log_path`. */
+absl::Status writeTestTlsFiles(const std::string& dir, const std::optional<RunAs>& owner,
+                               const std::string& log_path);
+/** Their paths. */
+TlsFiles testTlsFilesIn(const std::string& dir);
 
 /** Whether `path` is an executable file. */
 bool isExecutable(const std::string& path);

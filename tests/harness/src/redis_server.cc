@@ -37,10 +37,13 @@ absl::StatusOr<std::string> findRedisServer() {
   return absl::NotFoundError("redis-server not found; run scripts/bootstrap.sh");
 }
 
-// True if a PING on 127.0.0.1:port answers PONG (or asks for AUTH).
-bool pingOk(int port) {
+// True if a PING on the unix socket (or 127.0.0.1:port when it is empty) answers PONG (or asks for
+// AUTH).
+bool pingOk(const std::string& unix_socket, int port) {
   const timeval timeout{1, 0};
-  redisContext* ctx = redisConnectWithTimeout("127.0.0.1", port, timeout);
+  redisContext* ctx = unix_socket.empty()
+                          ? redisConnectWithTimeout("127.0.0.1", port, timeout)
+                          : redisConnectUnixWithTimeout(unix_socket.c_str(), timeout);
   if (ctx == nullptr) {
     return false;
   }
@@ -84,6 +87,10 @@ std::string RedisServer::url() const { return absl::StrCat("redis://127.0.0.1:",
 
 std::string RedisServer::unixSocket() const { return dir_.empty() ? dir_ : dir_ + "/redis.sock"; }
 
+TlsFiles RedisServer::tlsFiles() const {
+  return options_.tls && !dir_.empty() ? internal::testTlsFilesIn(dir_ + "/tls") : TlsFiles{};
+}
+
 std::string RedisServer::logTail(std::size_t max_bytes) const {
   return dir_.empty() ? std::string() : internal::fileTail(dir_ + "/redis.log", max_bytes);
 }
@@ -106,6 +113,10 @@ absl::Status RedisServer::start() {
     }
     dir_ = *dir;
     internal::Watchdog::get().trackDir(dir_);
+    if (options_.tls) {
+      TRIBUTARY_RETURN_IF_ERROR(
+          internal::writeTestTlsFiles(dir_ + "/tls", std::nullopt, dir_ + "/pki.log"));
+    }
   }
   const bool fixed_port = port_ != 0;
   absl::Status last;
@@ -135,7 +146,7 @@ absl::Status RedisServer::launch() {
   internal::SpawnOptions options;
   options.argv = {binary_,
                   "--port",
-                  std::to_string(port_),
+                  options_.tls ? "0" : std::to_string(port_),
                   "--bind",
                   "127.0.0.1",
                   "--save",
@@ -152,6 +163,15 @@ absl::Status RedisServer::launch() {
                   unixSocket(),
                   "--unixsocketperm",
                   "700"};
+  if (options_.tls) {
+    const TlsFiles tls = tlsFiles();
+    for (const std::string& arg :
+         {std::string("--tls-port"), std::to_string(port_), std::string("--tls-cert-file"),
+          tls.cert, std::string("--tls-key-file"), tls.key, std::string("--tls-ca-cert-file"),
+          tls.ca}) {
+      options.argv.push_back(arg);
+    }
+  }
   for (const std::string& arg : options_.args) {
     options.argv.push_back(arg);
   }
@@ -169,7 +189,7 @@ absl::Status RedisServer::launch() {
 
   const auto deadline = std::chrono::steady_clock::now() + options_.start_timeout;
   while (true) {
-    if (pingOk(port_)) {
+    if (pingOk(options_.tls ? unixSocket() : std::string(), port_)) {
       return absl::OkStatus();
     }
     ExitInfo info;

@@ -89,6 +89,10 @@ class SourceLock {
    */
   virtual absl::StatusOr<LeasePtr> acquire(std::string_view source,
                                            const AcquireOptions& options) = 0;
+
+  /// Reaches the lock service once (connect, authenticate, a round trip), so that a process can
+  /// tell a wrong setting from an outage at start. OK, UNAVAILABLE or UNAUTHENTICATED.
+  virtual absl::Status probe() { return absl::OkStatus(); }
 };
 using SourceLockPtr = std::unique_ptr<SourceLock>;
 
@@ -104,6 +108,10 @@ struct RedisLockOptions {
   std::string password;
   /// Keys are `<prefix>lock:<source>` and `<prefix>fence:<source>`.
   std::string key_prefix = "tributary:";
+  /// Called after a connection failure; a non-empty result is appended to the error. For a
+  /// proxy in front of Redis (the agent's TLS tunnel): it accepts locally, so the failure that
+  /// matters, a certificate refused, say, is only in its own log.
+  std::function<std::string()> describe_transport;
 };
 
 /// Redis 7 (hiredis): SET NX PX with a random token plus INCR of a per-source fence counter in

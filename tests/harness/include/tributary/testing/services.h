@@ -30,6 +30,8 @@ struct TlsFiles {
   std::string other_ca;  ///< A CA that signed nothing here (a wrong CA).
   std::string cert;      ///< Server certificate: 127.0.0.1 and localhost only.
   std::string key;
+  std::string client_cert;  ///< A client certificate the CA signed (CN tributary-test-client).
+  std::string client_key;
 };
 
 struct PostgresOptions {
@@ -123,6 +125,9 @@ class PostgresServer {
 struct RedisOptions {
   /// Extra arguments for redis-server, e.g. {"--maxmemory", "10mb"}.
   std::vector<std::string> args;
+  /// port() speaks only TLS (a generated CA, tlsFiles()) and, as Redis does by default, wants a
+  /// client certificate the CA signed. The unix socket stays plain.
+  bool tls = false;
   std::chrono::milliseconds start_timeout{30000};
   std::chrono::milliseconds stop_timeout{10000};
 };
@@ -159,6 +164,8 @@ class RedisServer {
   [[nodiscard]] std::string unixSocket() const;
   [[nodiscard]] pid_t pid() const { return pid_; }
   [[nodiscard]] std::string logTail(std::size_t max_bytes = 4096) const;
+  /** The certificates (options.tls; empty paths otherwise), valid after the first start(). */
+  [[nodiscard]] TlsFiles tlsFiles() const;
 
  private:
   absl::Status launch();

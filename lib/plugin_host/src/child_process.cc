@@ -1,4 +1,4 @@
-#include "process.h"
+#include "tributary/plugin_host/child_process.h"
 
 #include "tributary/common/strings.h"
 
@@ -174,8 +174,8 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::spawn(
                     &exec_pipe[1]}) {
       closeFd(*fd);
     }
-    return absl::ResourceExhaustedError(strings::cat(
-        "cannot create pipes for the connector process: ", strings::errnoMessage(err)));
+    return absl::ResourceExhaustedError(
+        strings::cat("cannot create pipes for ", argv.front(), ": ", strings::errnoMessage(err)));
   }
   const pid_t parent = ::getpid();
   sigset_t all;
@@ -197,7 +197,7 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::spawn(
       closeFd(*fd);
     }
     return absl::ResourceExhaustedError(
-        strings::cat("cannot fork the connector process: ", strings::errnoMessage(fork_errno)));
+        strings::cat("cannot fork ", argv.front(), ": ", strings::errnoMessage(fork_errno)));
   }
   // Also set the group from the parent side so a signal sent right away reaches it.
   ::setpgid(pid, pid);

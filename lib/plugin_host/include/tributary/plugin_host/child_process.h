@@ -17,7 +17,8 @@
 
 namespace tributary::plugin_host {
 
-/// A child process in its own process group with piped stdout/stderr and stdin on /dev/null.
+/// A child process (a connector; the agent's Redis TLS tunnel) in its own process group with piped
+/// stdout/stderr and stdin on /dev/null.
 /// Thread-safe. The destructor SIGKILLs the group and reaps the child if that has not happened yet.
 class ChildProcess {
  public:
