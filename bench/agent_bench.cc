@@ -1,15 +1,19 @@
-// agent_bench: one SyncRun through controller → agent → PostgreSQL, beside `tributary run` of the
+// agent_bench: SyncRuns through controller → agent → PostgreSQL, beside `tributary run` of the
 // same connector and the raw ceiling (store_bench's raw-unnest), on the same PostgreSQL in the
 // same run, with fsync on.
 //
-//   agent_bench [--objects 1000000] [--page-size 1000] [--small 100000] [--cli-first 1]
+//   agent_bench [--objects 1000000] [--page-size 1000] [--small 100000] [--repeat 3]
 //
-// Every path is an initial load of its own source: the Go go-plugin v1.6.3 test connector sends
-// objects/page-size pages. Rows/s are objects over the store run's duration (started → finished:
-// Sync and finish, what both paths share); the SyncRun's end to end (created → Succeeded:
-// binding, install, lock) is printed beside it. Agent peak RSS (VmHWM) is measured in a fresh
-// agent process per run size: flat in the number of objects means the small and large figures
-// match.
+// Every load is an initial load of its own source: the Go go-plugin v1.6.3 test connector sends
+// objects/page-size pages. The two paths alternate, `--repeat` rounds of one each, the order
+// flipping every round (each later load meets a larger objects table, so neither path always goes
+// first); the ratio is of the medians. Rows/s are objects over the store run's duration
+// (started → finished: Sync and finish, what both paths share); the SyncRun's end to end
+// (created → Succeeded: binding, install, lock) is printed beside it. CPU seconds are the path's
+// own process with its connector, and the control plane's (kube-apiserver, etcd, controller)
+// during the same load: on a small machine they compete for the same cores. Agent peak RSS
+// (VmHWM) is measured in a fresh agent process per run: flat in the number of objects means the
+// small and large figures match.
 
 #include "tributary/common/strings.h"
 #include "tributary/kube/client.h"
@@ -20,8 +24,10 @@
 #include "tributary/testing/spawn.h"
 #include "tributary/testing/temp_dir.h"
 
+#include <sys/resource.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -31,6 +37,8 @@
 #include <libpq-fe.h>
 #include <sstream>
 #include <thread>
+#include <unistd.h>
+#include <vector>
 
 namespace {
 
@@ -79,16 +87,48 @@ long peakRssKb(pid_t pid) {
   return at == std::string::npos ? -1 : std::stol(status.substr(at + 6));
 }
 
+// utime + stime (and, with `children`, of its reaped children) of a live process, in seconds.
+double cpuSeconds(pid_t pid, bool children) {
+  const std::string stat = readFile(cat("/proc/", pid, "/stat"));
+  const auto close = stat.rfind(')');  // the command name may hold spaces
+  if (close == std::string::npos) {
+    return 0;
+  }
+  std::istringstream fields(stat.substr(close + 2));
+  std::vector<std::string> f;
+  for (std::string x; fields >> x;) {
+    f.push_back(x);
+  }
+  // Fields 14..17 of proc(5), counted from the state (field 3) at index 0.
+  if (f.size() < 15) {
+    return 0;
+  }
+  const double ticks = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  double total = std::stod(f[11]) + std::stod(f[12]);
+  if (children) {
+    total += std::stod(f[13]) + std::stod(f[14]);
+  }
+  return total / ticks;
+}
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const std::size_t n = values.size();
+  return n == 0 ? 0 : (n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2);
+}
+
 void stopProcess(pid_t pid) {
   ::kill(pid, SIGTERM);
   int status = 0;
   ::waitpid(pid, &status, 0);
 }
 
-struct AgentRun {
+struct Load {
   double store_seconds = 0;
-  double end_to_end_seconds = 0;
-  long peak_rss_kb = 0;
+  double end_to_end_seconds = 0;  // agent path only
+  long peak_rss_kb = 0;           // agent path only
+  double cpu_seconds = 0;         // the path's process and its connector
+  double control_plane_cpu_seconds = 0;
 };
 
 }  // namespace
@@ -97,7 +137,7 @@ int main(int argc, char** argv) {
   long objects = 1000000;
   long page_size = 1000;
   long small = 100000;
-  bool cli_first = false;  // order effects: run `tributary run` before the agent's large load
+  int repeat = 3;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     const long value = std::stol(argv[i + 1]);
@@ -107,8 +147,8 @@ int main(int argc, char** argv) {
       page_size = value;
     } else if (flag == "--small") {
       small = value;
-    } else if (flag == "--cli-first") {
-      cli_first = value != 0;
+    } else if (flag == "--repeat") {
+      repeat = static_cast<int>(std::max(1L, value));
     } else {
       die(cat("unknown flag ", flag));
     }
@@ -174,8 +214,14 @@ int main(int argc, char** argv) {
     die(cat("apply: ", st.message()));
   }
 
-  // One run through a fresh agent process.
+  auto controlPlaneCpu = [&] {
+    return cpuSeconds(kube.apiserverPid(), false) + cpuSeconds(kube.etcdPid(), false) +
+           cpuSeconds(*controller, false);
+  };
+
+  // One load through a fresh agent process.
   auto viaAgent = [&](const std::string& job, long n) {
+    std::cerr << "agent path, " << job << ": " << n << " objects…\n";
     const std::string log = (dir / ("agent-" + job + ".log")).string();
     auto agent = harness::spawnLogged(
         {TRIBUTARY_AGENT_BINARY, "--kubeconfig=" + kube.kubeconfigPath(), "--name=bench-" + job,
@@ -188,10 +234,11 @@ int main(int argc, char** argv) {
       die(cat("agent: ", agent.status().message()));
     }
     std::this_thread::sleep_for(1s);  // its Lease
+    Load result;
+    const double control_plane_before = controlPlaneCpu();
     if (absl::Status st = kube.kubectlApply(jobYaml(job, n)); !st.ok()) {
       die(cat("apply: ", st.message()));
     }
-    AgentRun result;
     const auto deadline = std::chrono::steady_clock::now() + 30min;
     while (true) {
       kube::ListOptions options;
@@ -213,36 +260,56 @@ int main(int argc, char** argv) {
         }
       }
       result.peak_rss_kb = std::max(result.peak_rss_kb, peakRssKb(*agent));
-      std::this_thread::sleep_for(200ms);
+      std::this_thread::sleep_for(500ms);  // the bench's own API load stays small
     }
+    result.control_plane_cpu_seconds = controlPlaneCpu() - control_plane_before;
     result.peak_rss_kb = std::max(result.peak_rss_kb, peakRssKb(*agent));
+    result.cpu_seconds = cpuSeconds(*agent, true);
     result.store_seconds = runSeconds(dsn, job);
     stopProcess(*agent);
     return result;
   };
 
-  auto viaCli = [&]() {
-    std::cerr << "tributary run: " << objects << " objects…\n";
-    const fs::path manifest = dir / "cli.yaml";
-    std::ofstream(manifest) << connectorYaml() << "---\n" << jobYaml("cli-large", objects);
+  auto viaCli = [&](const std::string& job, long n) {
+    std::cerr << "tributary run, " << job << ": " << n << " objects…\n";
+    const fs::path manifest = dir / (job + ".yaml");
+    std::ofstream(manifest) << connectorYaml() << "---\n" << jobYaml(job, n);
+    Load result;
+    const double control_plane_before = controlPlaneCpu();
     auto cli = harness::spawnLogged(
-        {TRIBUTARY_CLI, "run", "-f", manifest.string(), "--syncjob", ns + "/cli-large",
+        {TRIBUTARY_CLI, "run", "-f", manifest.string(), "--syncjob", ns + "/" + job,
          "--database-url", dsn, "--cache-dir", (dir / "cli-cache").string()},
-        (dir / "cli.log").string());
-    int cli_status = 0;
-    ::waitpid(*cli, &cli_status, 0);
-    if (!WIFEXITED(cli_status) || WEXITSTATUS(cli_status) != 0) {
-      die(cat("tributary run failed:\n", readFile(dir / "cli.log")));
+        (dir / (job + ".log")).string());
+    if (!cli.ok()) {
+      die(cat("tributary run: ", cli.status().message()));
     }
-    return runSeconds(dsn, "cli-large");
+    int cli_status = 0;
+    rusage usage{};
+    ::wait4(*cli, &cli_status, 0, &usage);  // its reaped connector included
+    if (!WIFEXITED(cli_status) || WEXITSTATUS(cli_status) != 0) {
+      die(cat("tributary run failed:\n", readFile(dir / (job + ".log"))));
+    }
+    result.control_plane_cpu_seconds = controlPlaneCpu() - control_plane_before;
+    auto seconds = [](const timeval& tv) {
+      return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6;
+    };
+    result.cpu_seconds = seconds(usage.ru_utime) + seconds(usage.ru_stime);
+    result.store_seconds = runSeconds(dsn, job);
+    return result;
   };
-  double cli_seconds = cli_first ? viaCli() : 0;
-  std::cerr << "agent path: " << small << " objects…\n";
-  const AgentRun agent_small = viaAgent("agent-small", small);
-  std::cerr << "agent path: " << objects << " objects…\n";
-  const AgentRun agent_large = viaAgent("agent-large", objects);
-  if (!cli_first) {
-    cli_seconds = viaCli();
+
+  const Load agent_small = viaAgent("agent-small", small);
+  std::vector<Load> agent_loads;
+  std::vector<Load> cli_loads;
+  for (int round = 0; round < repeat; ++round) {
+    const std::string suffix = cat("-", round + 1);
+    if (round % 2 == 0) {
+      cli_loads.push_back(viaCli("cli" + suffix, objects));
+      agent_loads.push_back(viaAgent("agent" + suffix, objects));
+    } else {
+      agent_loads.push_back(viaAgent("agent" + suffix, objects));
+      cli_loads.push_back(viaCli("cli" + suffix, objects));
+    }
   }
 
   std::cerr << "raw ceiling (store_bench raw-unnest): " << objects << " objects…\n";
@@ -264,24 +331,60 @@ int main(int argc, char** argv) {
   stopProcess(*controller);
 
   const double n = static_cast<double>(objects);
-  const double agent_rate = n / agent_large.store_seconds;
-  const double cli_rate = n / cli_seconds;
-  std::printf("\n# agent_bench: %ld objects in pages of %ld, PostgreSQL %s, fsync on\n\n", objects,
-              page_size, scalar(dsn, "SHOW server_version").c_str());
-  std::printf("| path | rows/s (store run) | store run s | end to end s | agent peak RSS MB |\n");
-  std::printf("|---|---|---|---|---|\n");
-  std::printf("| SyncRun via agent, %ld objects | %.0f | %.1f | %.1f | %.1f |\n", small,
-              static_cast<double>(small) / agent_small.store_seconds, agent_small.store_seconds,
-              agent_small.end_to_end_seconds, static_cast<double>(agent_small.peak_rss_kb) / 1024);
-  std::printf("| SyncRun via agent, %ld objects | %.0f | %.1f | %.1f | %.1f |\n", objects,
-              agent_rate, agent_large.store_seconds, agent_large.end_to_end_seconds,
-              static_cast<double>(agent_large.peak_rss_kb) / 1024);
-  std::printf("| tributary run | %.0f | %.1f | - | - |\n", cli_rate, cli_seconds);
-  std::printf("| raw ceiling (raw-unnest load) | %.0f | %.1f | - | - |\n", raw_rate, n / raw_rate);
-  std::printf("\nagent / tributary run: %.2f (goal >= 0.90)\n", agent_rate / cli_rate);
+  auto medianOf = [](const std::vector<Load>& loads, double Load::*field) {
+    std::vector<double> values;
+    for (const Load& l : loads) {
+      values.push_back(l.*field);
+    }
+    return median(values);
+  };
+  std::printf(
+      "\n# agent_bench: %ld objects in pages of %ld, PostgreSQL %s, fsync on, %d rounds\n\n",
+      objects, page_size, scalar(dsn, "SHOW server_version").c_str(), repeat);
+  std::printf(
+      "| load | rows/s (store run) | store run s | end to end s | path CPU s | control plane "
+      "CPU s | agent peak RSS MB |\n");
+  std::printf("|---|---|---|---|---|---|---|\n");
+  auto oneDecimal = [](double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.1f", v);
+    return std::string(buf);
+  };
+  auto printLoad = [&](const std::string& what, const Load& l, long count, bool agent) {
+    std::printf("| %s | %.0f | %.1f | %s | %.1f | %.1f | %s |\n", what.c_str(),
+                static_cast<double>(count) / l.store_seconds, l.store_seconds,
+                agent ? oneDecimal(l.end_to_end_seconds).c_str() : "-", l.cpu_seconds,
+                l.control_plane_cpu_seconds,
+                agent ? oneDecimal(static_cast<double>(l.peak_rss_kb) / 1024).c_str() : "-");
+  };
+  printLoad(cat("SyncRun via agent, ", small, " objects"), agent_small, small, true);
+  for (std::size_t round = 0; round < agent_loads.size(); ++round) {
+    const char* first = round % 2 == 0 ? "tributary run first" : "agent first";
+    printLoad(cat("round ", round + 1, " (", first, "): SyncRun via agent"), agent_loads[round],
+              objects, true);
+    printLoad(cat("round ", round + 1, " (", first, "): tributary run"), cli_loads[round], objects,
+              false);
+  }
+  std::printf("| raw ceiling (raw-unnest load) | %.0f | %.1f | - | - | - | - |\n", raw_rate,
+              n / raw_rate);
+  const double agent_rate = n / medianOf(agent_loads, &Load::store_seconds);
+  const double cli_rate = n / medianOf(cli_loads, &Load::store_seconds);
+  std::printf("\nmedian rows/s: agent %.0f, tributary run %.0f\n", agent_rate, cli_rate);
+  std::printf("agent / tributary run: %.2f (goal >= 0.90; per round:", agent_rate / cli_rate);
+  for (std::size_t round = 0; round < agent_loads.size(); ++round) {
+    std::printf(" %.2f", cli_loads[round].store_seconds / agent_loads[round].store_seconds);
+  }
+  std::printf(")\n");
   std::printf("agent / raw ceiling:   %.2f (goal >= 0.80)\n", agent_rate / raw_rate);
+  std::printf("CPU per 1 000 objects (median): agent path %.3f s, tributary run %.3f s\n",
+              medianOf(agent_loads, &Load::cpu_seconds) / n * 1000,
+              medianOf(cli_loads, &Load::cpu_seconds) / n * 1000);
+  long peak_large_kb = 0;
+  for (const Load& l : agent_loads) {
+    peak_large_kb = std::max(peak_large_kb, l.peak_rss_kb);
+  }
   std::printf("agent peak RSS, %ld vs %ld objects: %.2f (flat = 1.00)\n", objects, small,
-              static_cast<double>(agent_large.peak_rss_kb) /
+              static_cast<double>(peak_large_kb) /
                   static_cast<double>(std::max(1L, agent_small.peak_rss_kb)));
   return 0;
 }

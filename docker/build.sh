@@ -41,7 +41,7 @@ declare -A names=([controller]=tributary-controller [agent]=tributary-agent
   [agent-slim]=tributary-agent-slim [cli]=tributary [quickstart-postgres]=tributary-quickstart-postgres
   [quickstart-redis]=tributary-quickstart-redis)
 # Measured on the debootstrap base, plus about 10 % (docker/README.md).
-declare -A budgets=([controller]=150 [agent]=1000 [agent-slim]=260 [cli]=230
+declare -A budgets=([controller]=150 [agent]=1000 [agent-slim]=230 [cli]=230
   [quickstart-postgres]=530 [quickstart-redis]=150)
 
 docker=${DOCKER:-/usr/bin/docker}
