@@ -376,9 +376,9 @@ int main(int argc, char** argv) {
   }
   std::printf(")\n");
   std::printf("agent / raw ceiling:   %.2f (goal >= 0.80)\n", agent_rate / raw_rate);
-  std::printf("CPU per 1 000 objects (median): agent path %.3f s, tributary run %.3f s\n",
-              medianOf(agent_loads, &Load::cpu_seconds) / n * 1000,
-              medianOf(cli_loads, &Load::cpu_seconds) / n * 1000);
+  std::printf("CPU per 1 000 objects (median): agent path %.2f ms, tributary run %.2f ms\n",
+              medianOf(agent_loads, &Load::cpu_seconds) / n * 1e6,
+              medianOf(cli_loads, &Load::cpu_seconds) / n * 1e6);
   long peak_large_kb = 0;
   for (const Load& l : agent_loads) {
     peak_large_kb = std::max(peak_large_kb, l.peak_rss_kb);
