@@ -67,7 +67,7 @@ std::optional<std::string> findInPath(std::initializer_list<const char*> names) 
   return std::nullopt;
 }
 
-// One stunnel log line: "2026.12.04 01:03:09 LOG3[0]: SSL_connect: …".
+// One stunnel log line: "2026.12.04 01:03:09 LOG3[0]: SSL_connect: …" or "[!] …".
 struct LogLine {
   int level = 5;           // syslog level: 3 error, 4 warning, 5 notice, …
   std::string connection;  // "ui" for the service itself, else a connection number
@@ -75,6 +75,12 @@ struct LogLine {
 };
 
 std::optional<LogLine> parseLine(std::string_view line) {
+  // Before its log is set up (reading the configuration) stunnel writes "[!] text": ! for
+  // errors, . for notices, a space for debug.
+  if (line.size() >= 4 && line[0] == '[' && line[2] == ']' && line[3] == ' ') {
+    const int level = line[1] == '!' ? 3 : line[1] == '.' ? 5 : 7;
+    return LogLine{level, "ui", std::string(line.substr(4))};
+  }
   const auto at = line.find("LOG");
   if (at == std::string_view::npos || at + 4 >= line.size() || line[at + 3] < '0' ||
       line[at + 3] > '7' || line[at + 4] != '[') {
@@ -357,9 +363,11 @@ class RedisTlsTunnel::Impl {
     options_.logger.log(level, "stunnel",
                         {{"connection", line->connection}, {"output", line->text}});
     if (line->connection == "ui") {
-      recent_.push_back(line->text);
-      if (recent_.size() > kRecentLines) {
-        recent_.pop_front();
+      if (line->level <= 4) {  // its warnings and errors, not its version banner
+        recent_.push_back(line->text);
+        if (recent_.size() > kRecentLines) {
+          recent_.pop_front();
+        }
       }
       return;
     }
@@ -388,7 +396,7 @@ class RedisTlsTunnel::Impl {
   std::map<std::string, std::string> problems_;  // Guarded by mu_: per open connection.
   std::string last_failure_;                     // Guarded by mu_.
   Clock::time_point last_failure_at_;            // Guarded by mu_.
-  std::deque<std::string> recent_;               // Guarded by mu_: stunnel's own lines.
+  std::deque<std::string> recent_;               // Guarded by mu_: its own warnings, errors.
 };
 
 absl::StatusOr<std::unique_ptr<RedisTlsTunnel>> RedisTlsTunnel::start(RedisTlsOptions options) {

@@ -170,9 +170,9 @@ TEST_F(AgentE2E, SecretsAConnectorPrintsAreRedactedEverywhere) {
 // 3c. Transport security: PostgreSQL only over TLS with a password (sslmode=verify-full against
 // a generated CA), Redis only over TLS with a client certificate (the agent's stunnel) and an ACL
 // user (the default user off). A wrong CA, a name the certificate does not carry, a missing client
-// certificate and a wrong password, for either server, each stop the agent with a message that
-// says what to fix; the right ones sync, also after the tunnel is killed, and neither password
-// shows up anywhere.
+// certificate and a wrong password, for either server, and a CA file stunnel cannot use, each
+// stop the agent with a message that says what to fix; the right ones sync, also after the
+// tunnel is killed, and neither password shows up anywhere.
 TEST_F(AgentE2E, VerifiedTlsAndPasswordsToPostgresAndRedis) {
   const std::string db_password = "pg-" + std::to_string(::getpid()) + "-secret";
   const std::string redis_password = "redis-" + std::to_string(::getpid()) + "-secret";
@@ -193,6 +193,7 @@ TEST_F(AgentE2E, VerifiedTlsAndPasswordsToPostgresAndRedis) {
   std::ofstream(dir_ / "db-password") << db_password << "\n";
   std::ofstream(dir_ / "redis-password") << redis_password;
   std::ofstream(dir_ / "wrong-password") << "not-the-password";
+  std::ofstream(dir_ / "not-a-ca.pem") << "not a certificate\n";
   const harness::TlsFiles tls = pg.tlsFiles();
   const harness::TlsFiles redis_tls = redis.tlsFiles();
   const std::string port = std::to_string(pg.port());
@@ -244,6 +245,8 @@ TEST_F(AgentE2E, VerifiedTlsAndPasswordsToPostgresAndRedis) {
       {changed(
            [&](Settings& s) { s.redis_tls.push_back("--redis-tls-server-name=redis.invalid"); }),
        "set --redis-tls-server-name"},
+      {changed([&](Settings& s) { s.redis_ca = (dir_ / "not-a-ca.pem").string(); }),
+       "stunnel did not come up (exited with status 1): No trusted certificates found"},
       {changed([&](Settings& s) { s.redis_tls.clear(); }),
        "set --redis-tls-cert-file and --redis-tls-key-file"},
       {changed([&](Settings& s) { s.redis_password_file = "wrong-password"; }),
