@@ -24,6 +24,8 @@
 #include "tributary/testing/spawn.h"
 #include "tributary/testing/temp_dir.h"
 
+#include "proc_stats.h"
+
 #include <sys/resource.h>
 #include <sys/wait.h>
 
@@ -44,6 +46,7 @@ namespace {
 
 using namespace tributary;
 using namespace std::chrono_literals;
+using bench::cpuSeconds;
 using kube::Json;
 using strings::cat;
 namespace fs = std::filesystem;
@@ -85,30 +88,6 @@ long peakRssKb(pid_t pid) {
   const std::string status = readFile(cat("/proc/", pid, "/status"));
   const auto at = status.find("VmHWM:");
   return at == std::string::npos ? -1 : std::stol(status.substr(at + 6));
-}
-
-// utime + stime (and, with `children`, of its reaped children) of a live process, in seconds.
-double cpuSeconds(pid_t pid, bool children) {
-  const std::string stat = readFile(cat("/proc/", pid, "/stat"));
-  const auto close = stat.rfind(')');  // the command name may hold spaces
-  if (close == std::string::npos) {
-    return 0;
-  }
-  std::istringstream fields(stat.substr(close + 2));
-  std::vector<std::string> f;
-  for (std::string x; fields >> x;) {
-    f.push_back(x);
-  }
-  // Fields 14..17 of proc(5), counted from the state (field 3) at index 0.
-  if (f.size() < 15) {
-    return 0;
-  }
-  const double ticks = static_cast<double>(::sysconf(_SC_CLK_TCK));
-  double total = std::stod(f[11]) + std::stod(f[12]);
-  if (children) {
-    total += std::stod(f[13]) + std::stod(f[14]);
-  }
-  return total / ticks;
 }
 
 double median(std::vector<double> values) {

@@ -28,6 +28,8 @@
 #include "tributary/testing/spawn.h"
 #include "tributary/testing/temp_dir.h"
 
+#include "proc_stats.h"
+
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -49,6 +51,7 @@
 namespace {
 
 using namespace std::chrono_literals;
+using tributary::bench::cpuSeconds;
 using tributary::strings::cat;
 using Json = tributary::kube::Json;
 using SteadyClock = std::chrono::steady_clock;
@@ -77,27 +80,6 @@ void check(const absl::Status& status, const std::string& what) {
 double seconds(SteadyClock::duration d) { return std::chrono::duration<double>(d).count(); }
 
 // --- /proc ------------------------------------------------------------------------------------
-
-double cpuSeconds(pid_t pid) {
-  std::ifstream stat(cat("/proc/", pid, "/stat"));
-  std::string line;
-  std::getline(stat, line);
-  const auto close = line.rfind(')');
-  if (close == std::string::npos) {
-    return 0;
-  }
-  std::istringstream in(line.substr(close + 2));
-  std::vector<std::string> fields;
-  for (std::string f; in >> f;) {
-    fields.push_back(f);
-  }
-  // After the command: state(0) ... utime(11) stime(12).
-  if (fields.size() < 13) {
-    return 0;
-  }
-  return (std::stod(fields[11]) + std::stod(fields[12])) /
-         static_cast<double>(sysconf(_SC_CLK_TCK));
-}
 
 // VmRSS or VmHWM in MiB.
 double memoryMiB(pid_t pid, const std::string& field) {

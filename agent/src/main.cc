@@ -156,13 +156,10 @@ int main(int argc, char** argv) {
   std::string redis_password_file = env("TRIBUTARY_REDIS_PASSWORD_FILE");
   std::string redis_tls = env("TRIBUTARY_REDIS_TLS");
   agent::RedisTlsOptions redis_tls_options;
-  redis_tls_options.ca_file = env("TRIBUTARY_REDIS_TLS_CA_FILE", redis_tls_options.ca_file);
+  redis_tls_options.ca_file = env("TRIBUTARY_REDIS_TLS_CA_FILE");
   redis_tls_options.server_name = env("TRIBUTARY_REDIS_TLS_SERVER_NAME");
   redis_tls_options.cert_file = env("TRIBUTARY_REDIS_TLS_CERT_FILE");
   redis_tls_options.key_file = env("TRIBUTARY_REDIS_TLS_KEY_FILE");
-  bool redis_tls_implied = !env("TRIBUTARY_REDIS_TLS_CA_FILE").empty() ||
-                           !redis_tls_options.server_name.empty() ||
-                           !redis_tls_options.cert_file.empty();
   std::string cache_dir = env("TRIBUTARY_CACHE_DIR", "/var/cache/tributary");
   std::string secret_dir = env("TRIBUTARY_SECRET_DIR");
   std::vector<std::filesystem::path> local_roots;
@@ -253,16 +250,12 @@ int main(int argc, char** argv) {
       redis_tls = next();
     } else if (arg == "--redis-tls-ca-file") {
       redis_tls_options.ca_file = next();
-      redis_tls_implied = true;
     } else if (arg == "--redis-tls-server-name") {
       redis_tls_options.server_name = next();
-      redis_tls_implied = true;
     } else if (arg == "--redis-tls-cert-file") {
       redis_tls_options.cert_file = next();
-      redis_tls_implied = true;
     } else if (arg == "--redis-tls-key-file") {
       redis_tls_options.key_file = next();
-      redis_tls_implied = true;
     } else if (arg == "--cache-dir") {
       cache_dir = next();
     } else if (arg == "--local-root") {
@@ -304,6 +297,9 @@ int main(int argc, char** argv) {
     std::cerr << "tributary-agent: --redis-tls " << redis_tls << ": expected on or off\n";
     return 2;
   }
+  const bool redis_tls_implied =
+      !redis_tls_options.ca_file.empty() || !redis_tls_options.server_name.empty() ||
+      !redis_tls_options.cert_file.empty() || !redis_tls_options.key_file.empty();
   const bool use_redis_tls =
       redis_tls == "on" || redis_tls == "true" || (redis_tls.empty() && redis_tls_implied);
   const auto parsed_level = log::parseLevel(level);

@@ -30,6 +30,7 @@ using strings::cat;
 // A failure older than this is not what the lock client just ran into.
 constexpr auto kFailureRelevance = std::chrono::seconds(30);
 constexpr std::size_t kRecentLines = 12;
+constexpr const char* kSystemRoots = "/etc/ssl/certs/ca-certificates.crt";  // Debian's bundle
 
 bool isIpLiteral(const std::string& host) {
   unsigned char buf[sizeof(in6_addr)];
@@ -176,6 +177,9 @@ class RedisTlsTunnel::Impl {
   absl::Status prepare() {
     if (options_.host.empty()) {
       return absl::InvalidArgumentError("Redis TLS: no Redis host");
+    }
+    if (options_.ca_file.empty()) {
+      options_.ca_file = kSystemRoots;
     }
     if (options_.cert_file.empty() != options_.key_file.empty()) {
       return absl::InvalidArgumentError(

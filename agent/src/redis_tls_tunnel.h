@@ -19,8 +19,8 @@ namespace tributary::agent {
 struct RedisTlsOptions {
   std::string host;  ///< Redis host (name or IP literal)
   int port = 6379;
-  /// CA bundle that verifies the server (PEM); the system's roots by default.
-  std::string ca_file = "/etc/ssl/certs/ca-certificates.crt";
+  /// CA bundle that verifies the server (PEM); empty: the system's roots.
+  std::string ca_file;
   /// Name (or IP) the certificate must carry; `host` when empty. Also sent as SNI if a name.
   std::string server_name;
   /// Client certificate and key (PEM), for servers that ask for one (Redis's default

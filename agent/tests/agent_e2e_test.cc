@@ -204,9 +204,9 @@ TEST_F(AgentE2E, VerifiedTlsAndPasswordsToPostgresAndRedis) {
   struct Settings {
     std::string database_url;
     std::string database_ca;
-    std::string database_password_file = "db-password";
+    std::string database_password_file;
     std::string redis_ca;
-    std::string redis_password_file = "redis-password";
+    std::string redis_password_file;
     std::vector<std::string> redis_tls;  // --redis-tls-* beyond the CA
   };
   const Settings right{url, tls.ca, "db-password", redis_tls.ca, "redis-password", client_cert};
