@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Plugin-host throughput: our C++ host vs an unmodified Go go-plugin host, same run, same connector.
 
-For each connector (Go built with go-plugin vX, and our C++ SDK connector) both hosts run the same
-Sync — 1 000-object pages of ~300-byte objects — with the Go host built with the same go-plugin
+For each connector (Go built with go-plugin vX, our C++ SDK connector, our Python SDK connector)
+both hosts run the same Sync — 1 000-object pages of ~300-byte objects — with the Go host built with the same go-plugin
 version as the Go connector. Neither host stores anything. Rounds alternate the order of the hosts;
-the median of the rounds is reported, with the ratio C++/Go.
+the median of the rounds is reported, with the ratio C++/Go, and each SDK connector's throughput
+against the Go v1.6.3 connector's through our host (the SDKs' goal: C++ >= Go, Python within 3x).
 """
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -27,12 +29,15 @@ def main():
     ap.add_argument("--object-bytes", type=int, default=300)
     a = ap.parse_args()
 
-    b = a.build_dir
+    b = os.path.abspath(a.build_dir)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     options = json.dumps({"pages": a.pages, "page_size": a.page_size, "object_bytes": a.object_bytes})
     connectors = [
         ("Go connector (go-plugin v1.6.3)", f"{b}/go-bin/connector-go-v1_6", "v1_6"),
         ("Go connector (go-plugin v1.8.0)", f"{b}/go-bin/connector-go-v1_8", "v1_8"),
         ("C++ SDK connector", f"{b}/tests/connectors/cpp/test_connector_cpp", "v1_6"),
+        ("Python SDK connector", f"{b}/venv/bin/python {repo}/tests/connectors/python/test_connector.py",
+         "v1_6"),
     ]
     print(f"# Plugin host throughput: {a.pages} pages x {a.page_size} objects of ~{a.object_bytes} B, "
           f"median of {a.rounds} rounds\n")
@@ -62,11 +67,16 @@ def main():
             med[name] = (ops, rss)
             print(f"| {label} | {name} | {ops:,.0f} | {mbs:,.1f} | {rss:,.1f} |")
         (cpp_ops, cpp_rss), (go_ops, go_rss) = med.values()
-        summary.append((label, cpp_ops / go_ops, cpp_rss / go_rss))
+        summary.append((label, cpp_ops / go_ops, cpp_rss / go_rss, cpp_ops))
     print("\n| connector | throughput C++/Go | peak memory C++/Go |")
     print("|---|---:|---:|")
-    for label, speed, mem in summary:
+    for label, speed, mem, _ in summary:
         print(f"| {label} | {speed:.2f}x | {mem:.2f}x |")
+    go_ops = summary[0][3]
+    print("\n| connector through our host | objects/s vs the Go v1.6.3 connector's |")
+    print("|---|---:|")
+    for label, _, _, ops in summary[2:]:
+        print(f"| {label} | {ops / go_ops:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <cstdlib>
+#include <mutex>
+
 namespace tributary::plugin_host::testing {
 namespace {
 
@@ -88,6 +91,68 @@ TEST_P(HostServesClean, CleanReachesTheSink) {
 
 INSTANTIATE_TEST_SUITE_P(AllConnectors, HostServesClean, ::testing::ValuesIn(allTestConnectors()),
                          [](const auto& param_info) { return param_info.param.name; });
+
+// Keeps each object's encoded size and metadata.
+class ObjectShapeSink : public PageSink {
+ public:
+  absl::Status onPage(const proto::SyncResponse& page) override {
+    const std::lock_guard lock(mu);
+    for (const auto& object : page.response()) {
+      sizes.push_back(static_cast<long>(object.ByteSizeLong()));
+      metadata.push_back(object.metadata());
+    }
+    return absl::OkStatus();
+  }
+  absl::Status onClean() override { return absl::OkStatus(); }
+
+  std::mutex mu;
+  std::vector<long> sizes;
+  std::vector<std::string> metadata;
+};
+
+// The benchmarks' ~300-byte objects: each test connector pads its metadata to the size asked, and
+// the metadata stays the contract's JSON.
+TEST(HostRunsConnector, ObjectsHaveTheSizeAskedFor) {
+  for (const auto& program : allTestConnectors()) {
+    SCOPED_TRACE(program.name);
+    auto client = PluginClient::start(launchSpec(program), testOptions());
+    ASSERT_TRUE(client.ok()) << client.status();
+    ObjectShapeSink sink;
+    auto result =
+        (*client)->sync(R"({"pages":2,"page_size":60,"object_bytes":300})", sink, kSyncTimeout);
+    ASSERT_TRUE(result.ok()) << result.status();
+    ASSERT_EQ(sink.sizes.size(), 120U);
+    for (size_t i = 0; i < sink.sizes.size(); ++i) {
+      EXPECT_LE(std::abs(sink.sizes[i] - 300), 2) << sink.sizes[i] << ": " << sink.metadata[i];
+      const auto meta = nlohmann::json::parse(sink.metadata[i], nullptr, false);
+      ASSERT_TRUE(meta.is_object()) << sink.metadata[i];
+      EXPECT_EQ(meta["page"], static_cast<int>(i / 60));
+      EXPECT_EQ(meta["index"], static_cast<int>(i % 60));
+      EXPECT_TRUE(meta["pad"].is_string()) << sink.metadata[i];
+    }
+  }
+}
+
+// After a long Sync the connector still exits on Shutdown: go-plugin hosts kill a plugin that has
+// not exited 2 s after it (the C++ SDK's gRPC teardown once waited ~10 s on a poller here).
+TEST(HostRunsConnector, ExitsOnShutdownAfterALongSync) {
+  for (const auto& program : {goConnector("v1_6"), cppConnector()}) {
+    SCOPED_TRACE(program.name);
+    for (int round = 0; round < 3; ++round) {
+      auto client = PluginClient::start(launchSpec(program), testOptions());
+      ASSERT_TRUE(client.ok()) << client.status();
+      RecordingSink sink;
+      auto result = (*client)->sync(R"({"pages":100,"page_size":1000,"object_bytes":300})", sink,
+                                    kSyncTimeout);
+      ASSERT_TRUE(result.ok()) << result.status();
+      const auto asked = std::chrono::steady_clock::now();
+      const ExitInfo exit = (*client)->kill();
+      EXPECT_FALSE(exit.forced) << "round " << round << ": " << exit.describe();
+      EXPECT_EQ(exit.exit_code, 0) << exit.describe();
+      EXPECT_LT(std::chrono::steady_clock::now() - asked, std::chrono::milliseconds(1500));
+    }
+  }
+}
 
 TEST(HostRunsConnector, LargePagesUnderTheLimitArriveWhole) {
   // 2 000 objects of ~2.2 KB: pages over gRPC's default 4 MiB receive limit (where c1 fails).

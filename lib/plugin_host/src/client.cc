@@ -156,14 +156,17 @@ class PluginClientImpl final : public PluginClient {
   std::unique_ptr<ChildProcess> process_;
   std::unique_ptr<OutputPump> pump_;
   HandshakeInfo handshake_;
-  std::shared_ptr<grpc::Channel> channel_;
   std::shared_ptr<grpc::ServerCredentials> callback_credentials_;
-  std::unique_ptr<HostBroker> broker_;
-  grpc::ClientContext stdio_context_;
+  // A call keeps its channel's connection open until its context is destroyed: kill() destroys
+  // this one once the stream has ended.
+  std::unique_ptr<grpc::ClientContext> stdio_context_ = std::make_unique<grpc::ClientContext>();
   std::thread stdio_reader_;
 
   std::mutex kill_mu_;  // Serialises kill().
   mutable std::mutex mu_;
+  // Set by start(), released by kill() (callers take copies under mu_).
+  std::shared_ptr<grpc::Channel> channel_;      // Guarded by mu_.
+  std::shared_ptr<HostBroker> broker_;          // Guarded by mu_.
   grpc::ClientContext* active_sync_ = nullptr;  // Guarded by mu_.
   bool killed_ = false;                         // Guarded by mu_.
   std::optional<ExitInfo> exit_;                // Guarded by mu_.
@@ -314,7 +317,7 @@ absl::Status PluginClientImpl::connect() {
   }
   channel_ = grpc::CreateCustomChannel(handshake_.grpcTarget(), credentials, args);
   // go-plugin hosts open both streams right away: a plugin may block on stdio otherwise.
-  broker_ = std::make_unique<HostBroker>(channel_, logger_);
+  broker_ = std::make_shared<HostBroker>(channel_, logger_);
   startStdioDrain();
   if (options_.health_check) {
     const absl::Status health = ping();
@@ -332,10 +335,10 @@ absl::Status PluginClientImpl::connect() {
 }
 
 void PluginClientImpl::startStdioDrain() {
-  stdio_reader_ = std::thread([this] {
-    auto stub = plugin::GRPCStdio::NewStub(channel_);
+  stdio_reader_ = std::thread([this, channel = channel_] {
+    auto stub = plugin::GRPCStdio::NewStub(channel);
     google::protobuf::Empty request;
-    auto reader = stub->StreamStdio(&stdio_context_, request);
+    auto reader = stub->StreamStdio(stdio_context_.get(), request);
     plugin::StdioData data;
     std::uint64_t bytes = 0;
     while (reader->Read(&data)) {
@@ -348,7 +351,15 @@ void PluginClientImpl::startStdioDrain() {
 }
 
 absl::Status PluginClientImpl::ping() {
-  auto stub = grpc::health::v1::Health::NewStub(channel_);
+  std::shared_ptr<grpc::Channel> channel;
+  {
+    const std::lock_guard lock(mu_);
+    channel = channel_;
+  }
+  if (!channel) {
+    return absl::FailedPreconditionError("the connector is not running");
+  }
+  auto stub = grpc::health::v1::Health::NewStub(channel);
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + kHealthTimeout);
   context.set_wait_for_ready(true);
@@ -392,11 +403,18 @@ absl::Status PluginClientImpl::describeFailure(absl::Status status, std::string_
 absl::StatusOr<SyncResult> PluginClientImpl::sync(const std::string& options, PageSink& sink,
                                                   std::chrono::milliseconds timeout,
                                                   std::stop_token stop) {
-  if (!channel_ || !broker_) {
+  std::shared_ptr<grpc::Channel> channel;
+  std::shared_ptr<HostBroker> broker;
+  {
+    const std::lock_guard lock(mu_);
+    channel = channel_;
+    broker = broker_;
+  }
+  if (!channel || !broker) {
     return absl::FailedPreconditionError("the connector is not running");
   }
   // A fresh broker id and callback server per Sync, stopped when Sync returns (§5.3).
-  const std::uint32_t id = broker_->nextId();
+  const std::uint32_t id = broker->nextId();
   const auto socket_path = private_dir_ / strings::cat("callback-", id, ".sock");
   auto server = CallbackServer::start(socket_path, callback_credentials_, options_.max_page_bytes,
                                       sink, logger_);
@@ -409,7 +427,7 @@ absl::StatusOr<SyncResult> PluginClientImpl::sync(const std::string& options, Pa
                                             sandbox_user_->describe(), ": ",
                                             strings::errnoMessage(errno)));
   }
-  if (absl::Status offered = broker_->offer(id, "unix", socket_path.string()); !offered.ok()) {
+  if (absl::Status offered = broker->offer(id, "unix", socket_path.string()); !offered.ok()) {
     (*server)->close();
     return describeFailure(offered, "before Sync");
   }
@@ -429,7 +447,7 @@ absl::StatusOr<SyncResult> PluginClientImpl::sync(const std::string& options, Pa
   request.set_options(options);
   request.set_callback_handler_server(id);
   proto::EndSync response;
-  auto stub = proto::Connector::NewStub(channel_);
+  auto stub = proto::Connector::NewStub(channel);
   const grpc::Status status = stub->Sync(&context, request, &response);
   {
     const std::lock_guard lock(mu_);
@@ -505,6 +523,8 @@ Observations PluginClientImpl::observations() const {
 ExitInfo PluginClientImpl::kill() {
   // Concurrent callers (a stop thread and the destructor) wait for the first one to finish.
   const std::lock_guard kill_lock(kill_mu_);
+  std::shared_ptr<grpc::Channel> channel;
+  std::shared_ptr<HostBroker> broker;
   {
     const std::lock_guard lock(mu_);
     if (exit_) {
@@ -514,13 +534,15 @@ ExitInfo PluginClientImpl::kill() {
     if (active_sync_ != nullptr) {
       active_sync_->TryCancel();
     }
+    channel = channel_;
+    broker = broker_;
   }
-  if (broker_) {
-    broker_->close();
+  if (broker) {
+    broker->close();
   }
   bool graceful = false;
-  if (channel_ && process_ && !process_->waitFor(std::chrono::milliseconds(0))) {
-    auto stub = plugin::GRPCController::NewStub(channel_);
+  if (channel && process_ && !process_->waitFor(std::chrono::milliseconds(0))) {
+    auto stub = plugin::GRPCController::NewStub(channel);
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + kShutdownCallTimeout);
     plugin::Empty request;
@@ -529,10 +551,21 @@ ExitInfo PluginClientImpl::kill() {
     (void)stub->Shutdown(&context, request, &response);
     graceful = true;
   }
-  stdio_context_.TryCancel();
+  stdio_context_->TryCancel();
   if (stdio_reader_.joinable()) {
     stdio_reader_.join();
   }
+  // Close the connection, as go-plugin hosts do after Shutdown: a plugin's gRPC server waits for
+  // its clients to go before it stops (the C++ and Python SDKs' servers cut them after 250 ms).
+  // A Sync still returning keeps its own references until it has.
+  stdio_context_.reset();
+  {
+    const std::lock_guard lock(mu_);
+    channel_.reset();
+    broker_.reset();
+  }
+  broker.reset();
+  channel.reset();
   ExitInfo info;
   if (process_) {
     auto exited = graceful ? process_->waitFor(options_.shutdown_grace) : std::nullopt;

@@ -10,6 +10,7 @@
 #include "plugin_env.h"
 #include "services.h"
 
+#include <grpc/grpc.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <sys/stat.h>
@@ -217,7 +218,16 @@ int serve(Connector& connector, const ServeOptions& options) {
   const std::string path = *socket_path;
   unlinkSocketOnSigterm(path);
 
-  // 5. The server and its services.
+  // 5. The server and its services. One gRPC library reference is held for the life of the
+  // process and never released: the last release tears gRPC down and joins its poller threads,
+  // which can sit for seconds on a timer (~10 s measured), so a plugin told to shut down would be
+  // killed by its host (go-plugin waits 2 s) instead of exiting. A Go plugin likewise exits
+  // without tearing its gRPC server's goroutines down.
+  static const bool kGrpcHeld = [] {
+    grpc_init();
+    return true;
+  }();
+  (void)kGrpcHeld;
   internal::ShutdownSignal shutdown;
   auto broker = std::make_shared<internal::Broker>(
       tls.has_value() ? std::optional<internal::BrokerTls>(tls->broker_tls) : std::nullopt,

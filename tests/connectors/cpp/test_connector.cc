@@ -2,6 +2,8 @@
 // (label `cpp`). Behaviour is chosen with TEST_CONNECTOR_MODE and the Sync options.
 #include "tributary/sdk/connector.h"
 
+#include "absl/strings/str_cat.h"
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -81,25 +83,24 @@ absl::StatusOr<Options> parseOptions(const std::string& text) {
   return opts;
 }
 
+// {"page":P,"index":I} or, with pad >= 0, {"page":P,"index":I,"pad":"x…"}; P is quoted when it is
+// not a number ("oversize"). Formatted by hand: it is the bulk of a benchmark connector's work.
 std::string metadataJson(const std::string& page, int index, long pad) {
-  nlohmann::ordered_json meta = nlohmann::ordered_json::object();
-  if (page == "oversize") {
-    meta["page"] = page;
-  } else {
-    meta["page"] = std::stoi(page);
-  }
-  meta["index"] = index;
+  const bool numeric = page.find_first_not_of("0123456789") == std::string::npos;
+  std::string meta = absl::StrCat(R"({"page":)", numeric ? "" : "\"", page, numeric ? "" : "\"",
+                                  R"(,"index":)", index);
   if (pad >= 0) {
-    meta["pad"] = std::string(static_cast<size_t>(pad), 'x');
+    absl::StrAppend(&meta, R"(,"pad":")", std::string(static_cast<size_t>(pad), 'x'), "\"");
   }
-  return meta.dump();
+  meta += '}';
+  return meta;
 }
 
 proto::DataObject buildObject(const std::string& page, int index, long pad) {
   proto::DataObject object;
-  object.set_remote_id("obj-" + page + "-" + std::to_string(index));
-  object.set_resource_name("resource " + std::to_string(index));
-  object.set_uri("test://" + page + "/" + std::to_string(index));
+  object.set_remote_id(absl::StrCat("obj-", page, "-", index));
+  object.set_resource_name(absl::StrCat("resource ", index));
+  object.set_uri(absl::StrCat("test://", page, "/", index));
   object.set_metadata(metadataJson(page, index, pad));
   return object;
 }
@@ -108,17 +109,20 @@ long encodedSize(const proto::DataObject& object) {
   return static_cast<long>(object.ByteSizeLong());
 }
 
-// obj-<page>-<index>, padded so that the encoded DataObject is about `object_bytes`.
+// obj-<page>-<index>, padded so that the encoded DataObject is about `object_bytes`: the pad is
+// sized from the unpadded object, then corrected once for the metadata's longer length prefix.
 proto::DataObject makeObject(int page, int index, long object_bytes) {
   const std::string p = std::to_string(page);
-  proto::DataObject plain = buildObject(p, index, -1);
-  if (object_bytes <= encodedSize(plain)) {
-    return plain;
+  proto::DataObject object = buildObject(p, index, -1);
+  if (object_bytes <= encodedSize(object)) {
+    return object;
   }
-  long pad = std::max(0L, object_bytes - encodedSize(buildObject(p, index, 0)));
-  // The metadata's length prefix may have grown by a byte or two: correct once.
-  pad = std::max(0L, pad - (encodedSize(buildObject(p, index, pad)) - object_bytes));
-  return buildObject(p, index, pad);
+  object.set_metadata(metadataJson(p, index, 0));
+  long pad = std::max(0L, object_bytes - encodedSize(object));
+  object.set_metadata(metadataJson(p, index, pad));
+  pad = std::max(0L, pad - (encodedSize(object) - object_bytes));
+  object.set_metadata(metadataJson(p, index, pad));
+  return object;
 }
 
 // `count` objects obj-oversize-<i> whose encoded page is about `total_bytes`.
