@@ -24,6 +24,7 @@
 #include "tributary/testing/spawn.h"
 #include "tributary/testing/temp_dir.h"
 
+#include "bench_support.h"
 #include "proc_stats.h"
 
 #include <sys/resource.h>
@@ -47,35 +48,14 @@ namespace {
 using namespace tributary;
 using namespace std::chrono_literals;
 using bench::cpuSeconds;
+using bench::median;
+using bench::readFile;
+using bench::scalar;
 using kube::Json;
 using strings::cat;
 namespace fs = std::filesystem;
 
-std::string readFile(const fs::path& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-[[noreturn]] void die(const std::string& what) {
-  std::cerr << "agent_bench: " << what << "\n";
-  std::exit(1);
-}
-
-std::string scalar(const std::string& dsn, const std::string& sql) {
-  PGconn* conn = PQconnectdb(dsn.c_str());
-  std::string out;
-  PGresult* r = PQexec(conn, sql.c_str());
-  if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0) {
-    out = PQgetvalue(r, 0, 0);
-  } else {
-    die(cat("query failed: ", sql, ": ", PQerrorMessage(conn)));
-  }
-  PQclear(r);
-  PQfinish(conn);
-  return out;
-}
+[[noreturn]] void die(const std::string& what) { bench::die("agent_bench", what); }
 
 // Seconds of the store run of a source (started → finished).
 double runSeconds(const std::string& dsn, const std::string& job) {
@@ -84,17 +64,7 @@ double runSeconds(const std::string& dsn, const std::string& job) {
                                    job, "' AND outcome = 'succeeded'")));
 }
 
-long peakRssKb(pid_t pid) {
-  const std::string status = readFile(cat("/proc/", pid, "/status"));
-  const auto at = status.find("VmHWM:");
-  return at == std::string::npos ? -1 : std::stol(status.substr(at + 6));
-}
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const std::size_t n = values.size();
-  return n == 0 ? 0 : (n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2);
-}
+long peakRssKb(pid_t pid) { return bench::statusKb(pid, "VmHWM:"); }
 
 void stopProcess(pid_t pid) {
   ::kill(pid, SIGTERM);
@@ -266,13 +236,10 @@ int main(int argc, char** argv) {
     rusage usage{};
     ::wait4(*cli, &cli_status, 0, &usage);  // its reaped connector included
     if (!WIFEXITED(cli_status) || WEXITSTATUS(cli_status) != 0) {
-      die(cat("tributary run failed:\n", readFile(dir / (job + ".log"))));
+      die(cat("tributary run failed:\n", readFile((dir / (job + ".log")).string())));
     }
     result.control_plane_cpu_seconds = controlPlaneCpu() - control_plane_before;
-    auto seconds = [](const timeval& tv) {
-      return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6;
-    };
-    result.cpu_seconds = seconds(usage.ru_utime) + seconds(usage.ru_stime);
+    result.cpu_seconds = bench::rusageSeconds(usage);
     result.store_seconds = runSeconds(dsn, job);
     return result;
   };
@@ -292,21 +259,8 @@ int main(int argc, char** argv) {
   }
 
   std::cerr << "raw ceiling (store_bench raw-unnest): " << objects << " objects…\n";
-  const fs::path raw_out = dir / "raw.txt";
-  auto raw =
-      harness::spawnLogged({TRIBUTARY_STORE_BENCH, "--dsn", dsn, "--server-pid",
-                            std::to_string(pg.pid()), "--objects", std::to_string(objects),
-                            "--page-sizes", std::to_string(page_size), "--methods", "raw-unnest"},
-                           raw_out.string());
-  int status = 0;
-  ::waitpid(*raw, &status, 0);
-  const std::string raw_text = readFile(raw_out);
-  const auto row = raw_text.find(cat("| ", page_size, " | raw-unnest | "));
-  if (row == std::string::npos) {
-    die(cat("store_bench printed no raw-unnest row:\n", raw_text));
-  }
-  const double raw_rate =
-      std::stod(raw_text.substr(row + cat("| ", page_size, " | raw-unnest | ").size())) * 1000;
+  const double raw_rate = bench::rawCeiling(TRIBUTARY_STORE_BENCH, dsn, pg.pid(), objects,
+                                            page_size, (dir / "raw.txt").string())[0];
   stopProcess(*controller);
 
   const double n = static_cast<double>(objects);

@@ -2,6 +2,7 @@
 
 // CPU time of a live process from /proc, for the benchmarks' per-process figures.
 
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include <fstream>
@@ -35,6 +36,14 @@ inline double cpuSeconds(pid_t pid, bool children = false) {
     ticks += std::stod(fields[13]) + std::stod(fields[14]);
   }
   return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+/// User + system CPU seconds of a wait4()/getrusage() result.
+inline double rusageSeconds(const rusage& usage) {
+  auto seconds = [](const timeval& tv) {
+    return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6;
+  };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
 }
 
 }  // namespace tributary::bench

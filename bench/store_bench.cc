@@ -4,6 +4,7 @@
 //   store_bench [--objects 1000000] [--page-sizes 100,1000,10000] [--repeat 1]
 //               [--methods raw-unnest,raw-copy,writer,writer-copy,naive]
 //               [--dsn DSN --server-pid PID]  (an existing server instead of a private one)
+//               [--fast]  (fsync and synchronous_commit off; durable by default, as users run)
 //   (more writer variants: writer-classify, writer-insert: the page shapes fixed)
 //
 // For every page size and method, on a fresh schema with the store's objects table:
@@ -507,8 +508,13 @@ int main(int argc, char** argv) {
   int repeat = 1;
   std::string external_dsn;  // another benchmark's database (agent_bench): same server, same run
   pid_t external_pid = 0;
+  bool fast = false;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
+    if (flag == "--fast") {
+      fast = true;
+      continue;
+    }
     if (i + 1 >= argc) {
       std::cerr << "store_bench: " << flag << " needs a value\n";
       return 2;
@@ -538,6 +544,9 @@ int main(int argc, char** argv) {
   pg_options.settings = {"shared_buffers=1GB",    "max_wal_size=8GB", "full_page_writes=on",
                          "checkpoint_timeout=1h", "autovacuum=off",   "wal_level=replica",
                          "work_mem=64MB"};
+  // The harness runs its databases with fsync off; a user's database is durable.
+  pg_options.settings.push_back(fast ? "fsync=off" : "fsync=on");
+  pg_options.settings.push_back(fast ? "synchronous_commit=off" : "synchronous_commit=on");
   tributary::harness::PostgresServer server(pg_options);
   if (external_dsn.empty()) {
     if (absl::Status s = server.start(); !s.ok()) {

@@ -8,6 +8,9 @@
 #   scripts/bench.sh controller only the controller on a real kube-apiserver (1 000 and 10 000 jobs)
 #   scripts/bench.sh agent      one SyncRun of 1 000 000 objects via controller → agent, beside
 #                               `tributary run` and the raw ceiling, fsync on
+#   scripts/bench.sh pipeline   connector → host → store → PostgreSQL through `tributary run` for
+#                               the C++, Go and Python connectors: load, identical and 1 %-changed
+#                               re-sync of 1 000 000 objects, WAL, finish step, RSS, fsync on
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +34,11 @@ fi
 if [[ $which == all || $which == store ]]; then
   cmake --build "${build}" -j2 --target store_bench
   "${build}/bench/store_bench" --objects 1000000 --page-sizes 100,1000,10000
+fi
+
+if [[ $which == all || $which == pipeline ]]; then
+  cmake --build "${build}" -j2 --target pipeline_bench
+  "${build}/bench/pipeline_bench" --objects 1000000 --samples "${build}/bench/pipeline-rss.csv"
 fi
 
 if [[ $which == all || $which == controller ]]; then

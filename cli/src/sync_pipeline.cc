@@ -103,8 +103,8 @@ class ProgressObserver : public sync::Observer {
       return;
     }
     stop();
-    if (stage == sync::Stage::Finishing) {
-      return;  // the summary says it
+    if (stage == sync::Stage::Finishing && terminal_) {
+      return;  // the summary says it; a log keeps the line for when the finish step began
     }
     if (terminal_) {
       std::cerr << detail << '\n';

@@ -110,24 +110,29 @@ class ObjectShapeSink : public PageSink {
   std::vector<std::string> metadata;
 };
 
-// The benchmarks' ~300-byte objects: each test connector pads its metadata to the size asked, and
-// the metadata stays the contract's JSON.
-TEST(HostRunsConnector, ObjectsHaveTheSizeAskedFor) {
+// The benchmarks' objects: each test connector pads its metadata to the size asked, marks one
+// object in a hundred with the revision asked (the 1 %-changed re-sync), and the metadata stays the
+// contract's JSON.
+TEST(HostRunsConnector, ObjectsHaveTheSizeAndRevisionAskedFor) {
+  constexpr int kPageSize = 250;
   for (const auto& program : allTestConnectors()) {
     SCOPED_TRACE(program.name);
     auto client = PluginClient::start(launchSpec(program), testOptions());
     ASSERT_TRUE(client.ok()) << client.status();
     ObjectShapeSink sink;
-    auto result =
-        (*client)->sync(R"({"pages":2,"page_size":60,"object_bytes":300})", sink, kSyncTimeout);
+    auto result = (*client)->sync(R"({"pages":2,"page_size":250,"object_bytes":300,"revision":5})",
+                                  sink, kSyncTimeout);
     ASSERT_TRUE(result.ok()) << result.status();
-    ASSERT_EQ(sink.sizes.size(), 120U);
+    ASSERT_EQ(sink.sizes.size(), 2U * kPageSize);
     for (size_t i = 0; i < sink.sizes.size(); ++i) {
       EXPECT_LE(std::abs(sink.sizes[i] - 300), 2) << sink.sizes[i] << ": " << sink.metadata[i];
       const auto meta = nlohmann::json::parse(sink.metadata[i], nullptr, false);
       ASSERT_TRUE(meta.is_object()) << sink.metadata[i];
-      EXPECT_EQ(meta["page"], static_cast<int>(i / 60));
-      EXPECT_EQ(meta["index"], static_cast<int>(i % 60));
+      const int index = static_cast<int>(i % kPageSize);
+      EXPECT_EQ(meta["page"], static_cast<int>(i / kPageSize));
+      EXPECT_EQ(meta["index"], index);
+      EXPECT_EQ(meta.contains("rev"), index % 100 == 0) << sink.metadata[i];
+      EXPECT_EQ(meta.value("rev", 5), 5) << sink.metadata[i];
       EXPECT_TRUE(meta["pad"].is_string()) << sink.metadata[i];
     }
   }

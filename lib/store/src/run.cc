@@ -735,8 +735,10 @@ absl::Status RunImpl::finishOnce(const FinishRequest& request, RunSummary* summa
     const char* counter = spec_.deletion_policy == DeletionPolicy::Keep   ? "objects_missing"
                           : spec_.deletion_policy == DeletionPolicy::Mark ? "objects_marked"
                                                                           : "objects_deleted";
+    // clock_timestamp(), not now(): now() is when this transaction began, and the duration a user
+    // reads must include the deletion policy's statement above.
     PgOutcome update = conn.execParams(
-        strings::cat("UPDATE ", qs_, ".runs SET outcome = $2, finished_at = now(), ",
+        strings::cat("UPDATE ", qs_, ".runs SET outcome = $2, finished_at = clock_timestamp(), ",
                      "connector_metadata = $3, error = nullif($4, ''), note = nullif($5, ''), ",
                      "deletion_applied = $6, ", counter, " = $7, deletion_guarded = $8, ",
                      "objects_guarded = $9 WHERE id = $1 RETURNING ", kCounterColumns),

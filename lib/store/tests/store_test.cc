@@ -552,6 +552,35 @@ TEST_F(PolicyTest, MarkSoftDeletesWhatWasNotListed) {
             "1");
 }
 
+// The duration a user reads (finished_at - started_at) includes the finish step: here its Mark
+// statement waits 1 s on a row another transaction holds.
+TEST_F(PolicyTest, RecordedDurationIncludesTheFinishStep) {
+  RunPtr first = begin("slow-finish", DeletionPolicy::Mark);
+  ASSERT_TRUE(first->writePage(pageOf({object("a"), object("b")})).ok());
+  ASSERT_TRUE(first->finish(FinishRequest::succeeded()).ok());
+  RunPtr second = begin("slow-finish", DeletionPolicy::Mark);
+  ASSERT_TRUE(second->writePage(pageOf({object("a")})).ok());
+  Sql holder(dsn_);
+  ASSERT_EQ(holder.tryExec("BEGIN"), "");
+  ASSERT_EQ(
+      holder.value("SELECT remote_id FROM " + q("objects") + " WHERE remote_id = 'b' FOR UPDATE"),
+      "b");
+  const double finish_called =
+      std::stod(sql().value("SELECT extract(epoch FROM clock_timestamp())"));
+  std::thread release([&holder] {
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    EXPECT_EQ(holder.tryExec("COMMIT"), "");
+  });
+  auto summary = second->finish(FinishRequest::succeeded());
+  release.join();
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->counters.marked, 1);
+  const double finished =
+      std::stod(sql().value("SELECT extract(epoch FROM finished_at) FROM " + q("sync_runs") +
+                            " WHERE run_id = " + std::to_string(second->id())));
+  EXPECT_GE(finished - finish_called, 0.9);
+}
+
 TEST_F(PolicyTest, KeepFlagsMissingButKeepsThemLive) {
   RunPtr first = begin("keep", DeletionPolicy::Keep);
   ASSERT_TRUE(first->writePage(pageOf({object("a"), object("b"), object("c")})).ok());

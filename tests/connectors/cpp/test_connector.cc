@@ -46,6 +46,7 @@ struct Options {
   int page_size = 10;
   long object_bytes = 0;
   long oversize_bytes = 8388608;
+  long revision = 0;  // When > 0, one object in a hundred (index % 100 == 0) carries "rev":R.
 };
 
 absl::StatusOr<Options> parseOptions(const std::string& text) {
@@ -71,7 +72,8 @@ absl::StatusOr<Options> parseOptions(const std::string& text) {
   auto page_size = number("page_size", opts.page_size);
   auto object_bytes = number("object_bytes", opts.object_bytes);
   auto oversize_bytes = number("oversize_bytes", opts.oversize_bytes);
-  for (const auto* s : {&pages, &page_size, &object_bytes, &oversize_bytes}) {
+  auto revision = number("revision", opts.revision);
+  for (const auto* s : {&pages, &page_size, &object_bytes, &oversize_bytes, &revision}) {
     if (!s->ok()) {
       return s->status();
     }
@@ -80,15 +82,20 @@ absl::StatusOr<Options> parseOptions(const std::string& text) {
   opts.page_size = static_cast<int>(*page_size);
   opts.object_bytes = *object_bytes;
   opts.oversize_bytes = *oversize_bytes;
+  opts.revision = *revision;
   return opts;
 }
 
-// {"page":P,"index":I} or, with pad >= 0, {"page":P,"index":I,"pad":"x…"}; P is quoted when it is
-// not a number ("oversize"). Formatted by hand: it is the bulk of a benchmark connector's work.
-std::string metadataJson(const std::string& page, int index, long pad) {
+// {"page":P,"index":I[,"rev":R]} or, with pad >= 0, {…,"pad":"x…"}; P is quoted when it is not a
+// number ("oversize"); "rev" only for revision > 0 and index % 100 == 0. Formatted by hand: it is
+// the bulk of a benchmark connector's work.
+std::string metadataJson(const std::string& page, int index, long pad, long revision = 0) {
   const bool numeric = page.find_first_not_of("0123456789") == std::string::npos;
   std::string meta = absl::StrCat(R"({"page":)", numeric ? "" : "\"", page, numeric ? "" : "\"",
                                   R"(,"index":)", index);
+  if (revision > 0 && index % 100 == 0) {
+    absl::StrAppend(&meta, R"(,"rev":)", revision);
+  }
   if (pad >= 0) {
     absl::StrAppend(&meta, R"(,"pad":")", std::string(static_cast<size_t>(pad), 'x'), "\"");
   }
@@ -96,12 +103,12 @@ std::string metadataJson(const std::string& page, int index, long pad) {
   return meta;
 }
 
-proto::DataObject buildObject(const std::string& page, int index, long pad) {
+proto::DataObject buildObject(const std::string& page, int index, long pad, long revision = 0) {
   proto::DataObject object;
   object.set_remote_id(absl::StrCat("obj-", page, "-", index));
   object.set_resource_name(absl::StrCat("resource ", index));
   object.set_uri(absl::StrCat("test://", page, "/", index));
-  object.set_metadata(metadataJson(page, index, pad));
+  object.set_metadata(metadataJson(page, index, pad, revision));
   return object;
 }
 
@@ -111,17 +118,17 @@ long encodedSize(const proto::DataObject& object) {
 
 // obj-<page>-<index>, padded so that the encoded DataObject is about `object_bytes`: the pad is
 // sized from the unpadded object, then corrected once for the metadata's longer length prefix.
-proto::DataObject makeObject(int page, int index, long object_bytes) {
+proto::DataObject makeObject(int page, int index, long object_bytes, long revision = 0) {
   const std::string p = std::to_string(page);
-  proto::DataObject object = buildObject(p, index, -1);
+  proto::DataObject object = buildObject(p, index, -1, revision);
   if (object_bytes <= encodedSize(object)) {
     return object;
   }
-  object.set_metadata(metadataJson(p, index, 0));
+  object.set_metadata(metadataJson(p, index, 0, revision));
   long pad = std::max(0L, object_bytes - encodedSize(object));
-  object.set_metadata(metadataJson(p, index, pad));
+  object.set_metadata(metadataJson(p, index, pad, revision));
   pad = std::max(0L, pad - (encodedSize(object) - object_bytes));
-  object.set_metadata(metadataJson(p, index, pad));
+  object.set_metadata(metadataJson(p, index, pad, revision));
   return object;
 }
 
@@ -251,7 +258,7 @@ class TestConnector final : public tributary::sdk::Connector {
     for (int p = 0; p < opts.pages; ++p) {
       proto::SyncResponse page;
       for (int i = 0; i < opts.page_size; ++i) {
-        *page.add_response() = makeObject(p, i, opts.object_bytes);
+        *page.add_response() = makeObject(p, i, opts.object_bytes, opts.revision);
       }
       if (absl::Status status = send(page); !status.ok()) {
         return status;

@@ -29,8 +29,10 @@ FLOOD_BYTES = 16 * 1024 * 1024
 
 MAX_BYTES = 1 << 30  # bounds object_bytes / oversize_bytes so a typo cannot exhaust memory
 LIMITS = {"pages": 2**31 - 1, "page_size": 10_000_000, "object_bytes": MAX_BYTES,
-          "oversize_bytes": MAX_BYTES}
-DEFAULTS = {"pages": 3, "page_size": 10, "object_bytes": 0, "oversize_bytes": 8 << 20}
+          "oversize_bytes": MAX_BYTES, "revision": 2**31 - 1}
+# revision > 0: one object in a hundred (index % 100 == 0) carries "rev":R in its metadata.
+DEFAULTS = {"pages": 3, "page_size": 10, "object_bytes": 0, "oversize_bytes": 8 << 20,
+            "revision": 0}
 
 
 def parse_options(text):
@@ -59,11 +61,11 @@ def _obj(page, index, metadata):
                                     uri=f"test://{page}/{index}", metadata=metadata)
 
 
-def _pad(obj, page, index, size, target):
-    """Set obj.metadata to {"page":P,"index":I,"pad":"x..."} so that size() is about target;
-    keep it unpadded when even an empty pad is too big."""
+def _pad(obj, head, size, target):
+    """Set obj.metadata to head + ',"pad":"x..."}' so that size() is about target; keep it
+    unpadded when even an empty pad is too big."""
     unpadded = obj.metadata
-    prefix = f'{{"page":{page},"index":{index},"pad":"'
+    prefix = head + ',"pad":"'
 
     def set_pad(n):
         obj.metadata = prefix + "x" * n + '"}'
@@ -80,23 +82,26 @@ def _pad(obj, page, index, size, target):
         obj.metadata = unpadded
 
 
-def make_object(page, index, object_bytes=0):
+def make_object(page, index, object_bytes=0, revision=0):
     """obj-<page>-<index>; with object_bytes the encoded DataObject is about that size."""
-    obj = _obj(page, index, f'{{"page":{page},"index":{index}}}')
+    head = f'{{"page":{page},"index":{index}'
+    if revision > 0 and index % 100 == 0:
+        head += f',"rev":{revision}'
+    obj = _obj(page, index, head + "}")
     if object_bytes > 0:
-        _pad(obj, page, index, obj.ByteSize, object_bytes)
+        _pad(obj, head, obj.ByteSize, object_bytes)
     return obj
 
 
-def make_page(page, size, object_bytes=0):
-    return [make_object(page, i, object_bytes) for i in range(size)]
+def make_page(page, size, object_bytes=0, revision=0):
+    return [make_object(page, i, object_bytes, revision) for i in range(size)]
 
 
 def oversized_page(page, total_bytes):
     """Page `page`: one object obj-<page>-0 padded so that the encoded page is about total_bytes."""
     obj = _obj(page, 0, f'{{"page":{page},"index":0}}')
     msg = connector_pb2.SyncResponse(response=[obj])
-    _pad(msg.response[0], page, 0, msg.ByteSize, total_bytes)
+    _pad(msg.response[0], f'{{"page":{page},"index":0', msg.ByteSize, total_bytes)
     return list(msg.response)
 
 
@@ -195,7 +200,7 @@ class TestConnector(Connector):
             send(oversized_page(0, opts["oversize_bytes"]))
             first = 1
         for page in range(first, first + opts["pages"]):
-            send(make_page(page, opts["page_size"], opts["object_bytes"]))
+            send(make_page(page, opts["page_size"], opts["object_bytes"], opts["revision"]))
 
         if mode == "clean":
             callback.clean()

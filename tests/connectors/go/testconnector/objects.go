@@ -20,6 +20,7 @@ type Options struct {
 	ObjectBytes   int // pad each object's metadata so the encoded object is about this size
 	OversizeBytes int // encoded size of the single page sent in mode oversized_page
 	PageDelayMs   int // pause after each acknowledged page (a slow source); Go connector only
+	Revision      int // when > 0, one object in a hundred (index % 100 == 0) carries "rev":R
 }
 
 // DefaultOptions are the contract's defaults.
@@ -40,6 +41,7 @@ func ParseOptions(s string) (Options, error) {
 		ObjectBytes   *int `json:"object_bytes"`
 		OversizeBytes *int `json:"oversize_bytes"`
 		PageDelayMs   *int `json:"page_delay_ms"`
+		Revision      *int `json:"revision"`
 	}
 	dec := json.NewDecoder(bytes.NewReader([]byte(s)))
 	if err := dec.Decode(&raw); err != nil {
@@ -59,6 +61,7 @@ func ParseOptions(s string) (Options, error) {
 		{"object_bytes", raw.ObjectBytes, &o.ObjectBytes, maxBytes},
 		{"oversize_bytes", raw.OversizeBytes, &o.OversizeBytes, maxBytes},
 		{"page_delay_ms", raw.PageDelayMs, &o.PageDelayMs, 3_600_000},
+		{"revision", raw.Revision, &o.Revision, int(^uint32(0) >> 1)},
 	} {
 		if f.src == nil {
 			continue
@@ -76,23 +79,33 @@ func ParseOptions(s string) (Options, error) {
 // {"page":P,"index":I} or, when objectBytes > 0, {"page":P,"index":I,"pad":"xxx…"} with the pad
 // sized so that the encoded DataObject is about objectBytes.
 func Object(page, index, objectBytes int) *pb.DataObject {
+	return revisedObject(page, index, objectBytes, 0)
+}
+
+// revisedObject is Object with "rev":revision after the index when revision > 0 and index is a
+// multiple of 100: a re-sync at a new revision changes one object in a hundred.
+func revisedObject(page, index, objectBytes, revision int) *pb.DataObject {
+	head := fmt.Sprintf(`{"page":%d,"index":%d`, page, index)
+	if revision > 0 && index%100 == 0 {
+		head += fmt.Sprintf(`,"rev":%d`, revision)
+	}
 	o := &pb.DataObject{
 		RemoteId:     fmt.Sprintf("obj-%d-%d", page, index),
 		ResourceName: "resource " + strconv.Itoa(index),
 		Uri:          fmt.Sprintf("test://%d/%d", page, index),
-		Metadata:     fmt.Sprintf(`{"page":%d,"index":%d}`, page, index),
+		Metadata:     head + "}",
 	}
 	if objectBytes > 0 {
-		pad(o, page, index, func() int { return proto.Size(o) }, objectBytes)
+		pad(o, head, func() int { return proto.Size(o) }, objectBytes)
 	}
 	return o
 }
 
-// Page builds page number page with size objects.
-func Page(page, size, objectBytes int) *pb.SyncResponse {
+// Page builds page number page with size objects at the given revision (0: the original).
+func Page(page, size, objectBytes, revision int) *pb.SyncResponse {
 	r := &pb.SyncResponse{Response: make([]*pb.DataObject, 0, size)}
 	for i := 0; i < size; i++ {
-		r.Response = append(r.Response, Object(page, i, objectBytes))
+		r.Response = append(r.Response, revisedObject(page, i, objectBytes, revision))
 	}
 	return r
 }
@@ -102,16 +115,16 @@ func Page(page, size, objectBytes int) *pb.SyncResponse {
 func OversizedPage(page, totalBytes int) *pb.SyncResponse {
 	o := Object(page, 0, 0)
 	r := &pb.SyncResponse{Response: []*pb.DataObject{o}}
-	pad(o, page, 0, func() int { return proto.Size(r) }, totalBytes)
+	pad(o, fmt.Sprintf(`{"page":%d,"index":0`, page), func() int { return proto.Size(r) }, totalBytes)
 	return r
 }
 
-// pad sets o.Metadata to {"page":P,"index":I,"pad":"x…"} so that size() is as close to target
+// pad sets o.Metadata to head + `,"pad":"x…"}` so that size() is as close to target
 // as the varint length prefixes allow (within a byte or two). When even an empty pad would
 // exceed target, the metadata stays unpadded.
-func pad(o *pb.DataObject, page, index int, size func() int, target int) {
+func pad(o *pb.DataObject, head string, size func() int, target int) {
 	unpadded := o.Metadata
-	prefix := fmt.Sprintf(`{"page":%d,"index":%d,"pad":"`, page, index)
+	prefix := head + `,"pad":"`
 	const suffix = `"}`
 	set := func(n int) { o.Metadata = prefix + strings.Repeat("x", n) + suffix }
 

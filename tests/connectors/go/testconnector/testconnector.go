@@ -198,7 +198,7 @@ func (c *Connector) SyncContext(ctx context.Context, options string, dial connec
 		first = 1
 	}
 	for p := first; p < first+opts.Pages; p++ {
-		if err := send(Page(p, opts.PageSize, opts.ObjectBytes)); err != nil {
+		if err := send(Page(p, opts.PageSize, opts.ObjectBytes, opts.Revision)); err != nil {
 			return "", err
 		}
 	}
@@ -209,7 +209,7 @@ func (c *Connector) SyncContext(ctx context.Context, options string, dial connec
 			return "", fmt.Errorf("clean failed: %w", err)
 		}
 	case ModeUpsertAfterReturn:
-		late := Page(first+opts.Pages, opts.PageSize, opts.ObjectBytes)
+		late := Page(first+opts.Pages, opts.PageSize, opts.ObjectBytes, opts.Revision)
 		go func() {
 			<-ctx.Done() // the Sync call returned
 			time.Sleep(300 * time.Millisecond)

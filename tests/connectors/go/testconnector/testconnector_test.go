@@ -102,6 +102,23 @@ func TestObjectBytes(t *testing.T) {
 	}
 }
 
+func TestRevisionChangesOneObjectInAHundred(t *testing.T) {
+	base, revised := Page(4, 250, 300, 0), Page(4, 250, 300, 7)
+	for i, o := range revised.Response {
+		var m struct{ Page, Index, Rev int }
+		if err := json.Unmarshal([]byte(o.Metadata), &m); err != nil || m.Page != 4 || m.Index != i {
+			t.Fatalf("object %d: metadata %q (%v)", i, o.Metadata, err)
+		}
+		changed := o.Metadata != base.Response[i].Metadata
+		if want := i%100 == 0; changed != want || (want && m.Rev != 7) {
+			t.Errorf("object %d: changed %v, rev %d: %q", i, changed, m.Rev, o.Metadata)
+		}
+		if size := proto.Size(o); size < 298 || size > 302 {
+			t.Errorf("object %d: encoded size %d", i, size)
+		}
+	}
+}
+
 func TestOversizedPage(t *testing.T) {
 	host := &fakeHost{failAfter: -1}
 	md, err := run(t, ModeOversizedPage, `{"pages":2,"page_size":1,"oversize_bytes":5000000}`, host)

@@ -80,7 +80,7 @@ func (s *thirdPartyServer) Sync(ctx context.Context, req *pb.SyncRequest) (*pb.E
 			raw := []byte{0x0a, 0x04, 0x0a, 0x02, 0xff, 0xfe}
 			callErr = conn.Invoke(ctx, method, raw, &pb.Empty{}, grpc.ForceCodec(rawCodec{}))
 		} else {
-			callErr = conn.Invoke(ctx, method, Page(p, opts.PageSize, opts.ObjectBytes), &pb.Empty{})
+			callErr = conn.Invoke(ctx, method, Page(p, opts.PageSize, opts.ObjectBytes, opts.Revision), &pb.Empty{})
 		}
 		if callErr != nil {
 			refused++
